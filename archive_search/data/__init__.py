@@ -1,0 +1,1 @@
+"""Synthetic TTS corpora with exact word and phone times, augmentation, and real-corpus loaders."""

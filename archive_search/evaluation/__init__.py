@@ -1,0 +1,1 @@
+"""Metrics (ATWV/MTWV, AP, EER/AUC), protocols, peer systems, reports and plots."""

@@ -1,0 +1,1 @@
+"""Walking folders, change detection, windowing, and batching audio through the encoder into storage."""

@@ -1,0 +1,1 @@
+"""Query normalisation, candidate retrieval, region merging, reranking, thresholds and `Hit`."""
