@@ -76,3 +76,10 @@ class MissingToolError(ArchiveSearchError):
     """An external program (TTS engine, ffmpeg) that the operation needs is not installed."""
 
     exit_code = 10
+
+
+class EvaluationError(ArchiveSearchError):
+    """An evaluation got unusable input: trials without both classes, mismatched lengths,
+    a manifest without word times, or a peer system that cannot run."""
+
+    exit_code = 11
