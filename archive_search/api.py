@@ -1,0 +1,130 @@
+"""The Python API: `Archive.open(path)`, `.add(paths)`, `.search(text)`, `.search_audio(clip)`, `.check()`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from archive_search.embedders.registry import ModelBundle, load_models
+from archive_search.indexer.core import Indexer, IndexReport, ProgressCallback, index_settings
+from archive_search.search.engine import Hit, Searcher
+from archive_search.storage.store import CheckReport, Store
+
+
+class Archive:
+    """An index folder and the models that fill and search it.
+
+    Opening is cheap: the index is read, and the models loaded, on first use. Searching an
+    index that does not exist raises IndexNotFoundError; `add` creates it.
+    """
+
+    def __init__(self, path: str | Path, models: ModelBundle | None = None):
+        self.path = Path(path)
+        self._models = models
+        self._store: Store | None = None
+        self._searcher: Searcher | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, models: ModelBundle | None = None) -> "Archive":
+        """An archive at `path`; `models` defaults to the shipped ones (`load_models()`)."""
+        return cls(path, models)
+
+    @property
+    def exists(self) -> bool:
+        return Store.exists(self.path)
+
+    @property
+    def models(self) -> ModelBundle:
+        if self._models is None:
+            self._models = load_models()
+        return self._models
+
+    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> IndexReport:
+        """Index audio under `paths` (incremental: unchanged skipped, changed redone, vanished removed).
+
+        Takes the index's write lock for the run (IndexLockedError if another indexer has it).
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        paths = [os.fspath(p) for p in paths]
+        models = self.models
+        report = IndexReport(str(self.path))
+        store = Store.open_for_writing(self.path, index_settings(models.name, models.audio.dim))
+        try:
+            # open_for_writing repaired what a killed run left; say which files it dropped.
+            report.repaired = list(store.last_check.dropped_files) if store.last_check else []
+            Indexer(store, models.audio, progress=progress).run(paths, report)
+        finally:
+            store.close()
+        self._reset()
+        return report
+
+    def search(self, text: str, top: int = 10, threshold: float | None = None) -> list[Hit]:
+        """Hits for a word or short phrase, best first, scores in [0, 1]."""
+        return self._get_searcher().search(text, top=top, threshold=threshold)
+
+    def search_audio(self, query: str | Path | np.ndarray, top: int = 10, threshold: float | None = None) -> list[Hit]:
+        """Hits for a spoken clip: a path to an audio file or 16 kHz mono float samples."""
+        return self._get_searcher().search_audio(query, top=top, threshold=threshold)
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Compare rows with vectors; `repair` takes the write lock and fixes what it can."""
+        store = Store.open(self.path)
+        try:
+            settings = store.settings
+            if not repair:
+                return store.check(repair=False)
+        finally:
+            store.close()
+        assert settings is not None
+        writer = Store.open_for_writing(self.path, settings)  # checks and repairs on open
+        try:
+            report = writer.last_check
+        finally:
+            writer.close()
+        self._reset()
+        assert report is not None
+        return report
+
+    def stats(self) -> dict:
+        """Files, windows, vectors, bytes on disk, index type and model of the index."""
+        store = self._get_store()
+        files, windows = store.counts()
+        return {
+            "index": str(self.path),
+            "files": files,
+            "windows": windows,
+            "vectors": store.vectors.ntotal,
+            "bytes": store.size_bytes(),
+            "index_kind": store.vectors.kind,
+            "model": store.settings.model_name if store.settings else None,
+        }
+
+    def close(self) -> None:
+        self._reset()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _get_store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.path)
+        return self._store
+
+    def _get_searcher(self) -> Searcher:
+        if self._searcher is None:
+            store = self._get_store()  # IndexNotFoundError before any model is loaded
+            self._searcher = Searcher(store, self.models)
+        return self._searcher
+
+    def _reset(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._store = None
+        self._searcher = None

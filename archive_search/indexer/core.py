@@ -1,0 +1,269 @@
+"""Indexing: walk folders, detect changes, stream and window each file, embed, store.
+
+Per-file errors are collected (file + reason) and indexing carries on; each file is written
+in one transaction, and the FAISS index is saved atomically every `save_every_s` seconds and
+at the end (see storage/store.py for why a kill at any point loses nothing committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from archive_search.audio import (
+    MIN_AUDIO_S,
+    SAMPLE_RATE,
+    STREAM_CHUNK_S,
+    WINDOW_HOP_FRACTION,
+    WINDOW_SCALES_S,
+    needs_ffmpeg,
+    probe,
+    stream_audio,
+)
+from archive_search.embedders.base import AudioEmbedder
+from archive_search.errors import ArchiveSearchError, AudioDecodeError
+from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
+from archive_search.indexer.windows import StreamWindower, WindowBatch
+from archive_search.storage.store import IndexSettings, Store, StoredFile
+
+SILENCE_PEAK = 1e-3
+"""A file whose absolute peak stays below this (about -60 dBFS) is silent: stored, not embedded."""
+
+
+@dataclass(frozen=True)
+class FileIssue:
+    """A file that failed or was skipped, and why (one line)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class IndexProgress:
+    """Where an indexing run stands; passed to the progress callback after each file and chunk."""
+
+    files_done: int
+    files_total: int
+    audio_s: float
+    """Seconds of audio decoded and embedded so far in this run."""
+    elapsed_s: float
+    current: str | None = None
+
+    @property
+    def audio_hours(self) -> float:
+        return self.audio_s / 3600.0
+
+    @property
+    def speed(self) -> float:
+        """Times real time."""
+        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    index: str
+    files_seen: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    skipped: list[FileIssue] = field(default_factory=list)
+    """Files stored without windows: silent, or shorter than MIN_AUDIO_S."""
+    errors: list[FileIssue] = field(default_factory=list)
+    """Files that could not be indexed; they are retried on the next run."""
+    windows_added: int = 0
+    audio_s: float = 0.0
+    elapsed_s: float = 0.0
+    repaired: list[str] = field(default_factory=list)
+    """Files dropped by the crash repair on open (a previous run was interrupted); re-indexed here."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def speed(self) -> float:
+        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["skipped"] = [str(issue) for issue in self.skipped]
+        data["errors"] = [str(issue) for issue in self.errors]
+        data["ok"] = self.ok
+        data["speed_x_realtime"] = round(self.speed, 2)
+        return json.loads(json.dumps(data, default=str, ensure_ascii=True))
+
+
+class Indexer:
+    """Indexes folders into a Store with one AudioEmbedder."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: AudioEmbedder,
+        progress: ProgressCallback | None = None,
+        save_every_s: float = 30.0,
+        chunk_s: float = STREAM_CHUNK_S,
+    ):
+        self.store = store
+        self.embedder = embedder
+        self.progress = progress
+        self.save_every_s = save_every_s
+        self.chunk_s = chunk_s
+        settings = store.settings
+        assert settings is not None
+        self.scales = settings.window_scales_s
+        self.hop_fraction = settings.window_hop_fraction
+
+    def run(self, roots: Iterable[str | Path], report: IndexReport | None = None) -> IndexReport:
+        """Index everything under `roots`; remove files under them (or anywhere) that vanished."""
+        roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        report = report or IndexReport(str(self.store.folder))
+        started = time.monotonic()
+        problems: list[WalkProblem] = []
+        candidates = list(walk_audio(roots, problems))
+        report.errors.extend(FileIssue(p.path, p.reason) for p in problems)
+        report.files_seen = len(candidates)
+        stored = self.store.stored_files()
+
+        found = {c.path for c in candidates}
+        vanished = [
+            path for path in stored
+            if path not in found and (_under(path, roots) or not os.path.lexists(path))
+        ]
+        last_save = time.monotonic()
+        try:
+            if vanished:
+                self.store.remove_files(vanished)
+                report.removed.extend(vanished)
+            for number, candidate in enumerate(candidates):
+                self._notify(number, len(candidates), report, started, candidate.path)
+                self._index_one(candidate, stored.get(candidate.path), report, started, number, len(candidates))
+                if time.monotonic() - last_save > self.save_every_s:
+                    self.store.save_vectors()
+                    last_save = time.monotonic()
+        finally:
+            # Also on KeyboardInterrupt: what was committed keeps its vectors.
+            self.store.save_vectors()
+        report.elapsed_s = time.monotonic() - started
+        self._notify(len(candidates), len(candidates), report, started, None)
+        return report
+
+    def _notify(self, done: int, total: int, report: IndexReport, started: float, current: str | None) -> None:
+        if self.progress is not None:
+            self.progress(IndexProgress(done, total, report.audio_s, time.monotonic() - started, current))
+
+    def _index_one(
+        self, candidate: Candidate, stored: StoredFile | None, report: IndexReport, started: float, number: int, total: int
+    ) -> None:
+        path = candidate.path
+        if stored is not None and stored.size == candidate.size and stored.mtime == candidate.mtime:
+            report.unchanged += 1
+            return
+        try:
+            digest = content_hash(path)
+            if stored is not None and stored.content_hash == digest:
+                self.store.touch_file(path, candidate.size, candidate.mtime)
+                report.unchanged += 1
+                return
+            sample_rate = _native_rate(path)
+            windows, vectors, duration, peak = self._embed_file(path, report, started, number, total)
+        except ArchiveSearchError as exc:
+            report.errors.append(FileIssue(path, getattr(exc, "reason", None) or str(exc)))
+            return
+        except OSError as exc:
+            report.errors.append(FileIssue(path, f"cannot be read: {exc.strerror or exc}"))
+            return
+        except MemoryError:
+            raise
+        except Exception as exc:  # one odd file must not stop an archive-wide run
+            report.errors.append(FileIssue(path, f"failed: {type(exc).__name__}: {exc}"))
+            return
+
+        note = None
+        if duration < MIN_AUDIO_S:
+            note = f"is too short to hold a word ({duration:.3f} s)"
+        elif peak < SILENCE_PEAK:
+            note = "is silent"
+        if note is not None:
+            windows, vectors = np.zeros((0, 3)), np.zeros((0, self.embedder.dim), np.float32)
+            report.skipped.append(FileIssue(path, note))
+        self.store.put_file(path, digest, candidate.size, candidate.mtime, duration, sample_rate, windows, vectors, note)
+        (report.updated if stored is not None else report.added).append(path)
+        report.windows_added += len(windows)
+
+    def _embed_file(self, path: str, report: IndexReport, started: float, number: int, total: int):
+        windower = StreamWindower(self.scales, self.hop_fraction)
+        windows, vectors = [], []
+        peak = 0.0
+        for chunk in stream_audio(path, chunk_s=self.chunk_s):
+            if len(chunk.samples):
+                peak = max(peak, float(np.max(np.abs(chunk.samples))))
+            batch = windower.push(chunk.samples)
+            if batch is not None:
+                self._embed(path, batch, windows, vectors)
+            report.audio_s += chunk.duration_s
+            self._notify(number, total, report, started, path)
+        tail = windower.finish()
+        if windower.total == 0:
+            raise AudioDecodeError(path, "holds no audio frames")
+        if tail is not None:
+            self._embed(path, tail, windows, vectors)
+        dim = self.embedder.dim
+        return (
+            np.concatenate(windows) if windows else np.zeros((0, 3)),
+            np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+            windower.duration,
+            peak,
+        )
+
+    def _embed(self, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
+        embedded = np.asarray(self.embedder.embed_spans(batch.samples, batch.spans), dtype=np.float32)
+        if embedded.shape != (len(batch.spans), self.embedder.dim):
+            raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {len(batch.spans)} windows")
+        if not np.isfinite(embedded).all():
+            raise AudioDecodeError(path, "the audio model returned non-finite vectors")
+        windows.append(batch.windows)
+        vectors.append(embedded)
+
+
+def index_settings(model_name: str, dim: int) -> IndexSettings:
+    """Settings of a new index for a model, with this version's windowing."""
+    return IndexSettings(model_name, dim, tuple(WINDOW_SCALES_S), WINDOW_HOP_FRACTION)
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _native_rate(path: str) -> int:
+    """The file's own sample rate (metadata only); 0 when unknown."""
+    if not needs_ffmpeg(Path(path)):
+        return probe(path).sample_rate
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return 0
+    result = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate", "-of", "csv=p=0", path],
+        capture_output=True, text=True, check=False,
+    )
+    try:
+        return int(result.stdout.strip().splitlines()[0])
+    except (ValueError, IndexError):
+        return SAMPLE_RATE

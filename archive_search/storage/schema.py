@@ -1,0 +1,64 @@
+"""SQLite metadata of an index (SQLAlchemy 2.0): files, windows, and key/value meta.
+
+Paths are stored as the file system's own bytes (`os.fsencode`), so names that are not
+UTF-8 round-trip exactly. Window ids are the FAISS vector ids; AUTOINCREMENT keeps them from
+ever being reused, so a stale vector can never be mistaken for a newer window.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FileRow(Base):
+    """One indexed audio file. `n_windows` is 0 for files that were silent or too short."""
+
+    __tablename__ = "files"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[bytes] = mapped_column(LargeBinary, unique=True, nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    mtime: Mapped[float] = mapped_column(Float, nullable=False)
+    duration: Mapped[float] = mapped_column(Float, nullable=False)
+    sample_rate: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_windows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    indexed_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class WindowRow(Base):
+    """One embedded window: [start, end) seconds of a file at one of the window scales."""
+
+    __tablename__ = "windows"
+    __table_args__ = (Index("ix_windows_file", "file_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
+    start: Mapped[float] = mapped_column(Float, nullable=False)
+    end: Mapped[float] = mapped_column(Float, nullable=False)
+    scale: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    """Index into the index's `window_scales_s` meta value (the `end - start` before tail clipping)."""
+
+
+class MetaRow(Base):
+    """Key/value settings of the index, values JSON-encoded."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+    @property
+    def decoded(self):
+        return json.loads(self.value)

@@ -1,0 +1,451 @@
+"""An index on disk: `index.sqlite` (metadata, WAL mode), `vectors.faiss`, and a write lock.
+
+Consistency protocol between SQLite and FAISS (so a kill at any moment loses nothing
+committed and duplicates nothing):
+
+1. A file's rows (file + windows, ids chosen by the writer) are committed in ONE transaction.
+2. Only then are its vectors added to the in-memory FAISS index (and removed ones dropped).
+3. The FAISS index is saved atomically from time to time and at the end.
+
+So the saved FAISS index only ever holds ids that were committed. After a crash, SQLite may
+hold windows whose vectors were never saved (those files are dropped and re-indexed on the
+next run) and FAISS may hold vectors whose rows were deleted (those vectors are removed).
+`Store.check(repair=True)` does both; writers run it on open. Readers never repair: they
+join search results with the rows they can see, so a search during indexing sees a
+consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from archive_search.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
+from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, WindowRow
+from archive_search.storage.vectors import VectorIndex, choose_kind, windows_per_hour
+
+DB_NAME = "index.sqlite"
+VECTORS_NAME = "vectors.faiss"
+LOCK_NAME = "write.lock"
+
+
+def path_key(path: str | Path) -> bytes:
+    """How a file path is stored: the file system's bytes, so any file name round-trips."""
+    return os.fsencode(os.fspath(path))
+
+
+def path_text(key: bytes) -> str:
+    """The stored path as a str (undecodable bytes become surrogate escapes, as os does)."""
+    return os.fsdecode(key)
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What an index was built with; vectors from other settings are refused, not mixed."""
+
+    model_name: str
+    dim: int
+    window_scales_s: tuple[float, ...]
+    window_hop_fraction: float
+
+    def to_meta(self) -> dict:
+        return {
+            "model_name": self.model_name,
+            "dim": self.dim,
+            "window_scales_s": list(self.window_scales_s),
+            "window_hop_fraction": self.window_hop_fraction,
+        }
+
+
+@dataclass
+class StoredFile:
+    """A file's row as change detection needs it."""
+
+    id: int
+    path: str
+    content_hash: str
+    size: int
+    mtime: float
+    duration: float
+    n_windows: int
+
+
+@dataclass
+class WindowInfo:
+    """A window joined with its file, as search needs it."""
+
+    id: int
+    file: str
+    start: float
+    end: float
+    scale: int
+    file_duration: float
+
+
+@dataclass
+class CheckReport:
+    """Result of a consistency check between rows and vectors."""
+
+    files: int
+    windows: int
+    vectors: int
+    orphan_vectors: int = 0
+    """Vectors with no window row (their file was deleted or replaced)."""
+    missing_vectors: int = 0
+    """Window rows with no vector (indexing was interrupted before the vectors were saved)."""
+    dropped_files: list[str] = field(default_factory=list)
+    """Files removed from the index by a repair; the next `archive-index` run indexes them again."""
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.orphan_vectors == 0 and self.missing_vectors == 0
+
+    def to_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "windows": self.windows,
+            "vectors": self.vectors,
+            "orphan_vectors": self.orphan_vectors,
+            "missing_vectors": self.missing_vectors,
+            "dropped_files": self.dropped_files,
+            "repaired": self.repaired,
+            "ok": self.ok,
+        }
+
+
+def _sqlite_engine(db_path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{db_path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")  # readers and the writer wait, never fail
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers see a snapshot while the writer commits
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+class Store:
+    """One index folder. Open with `Store.open` (read) or `Store.open_for_writing` (locks)."""
+
+    def __init__(self, folder: Path, engine: Engine, writable: bool):
+        self.folder = folder
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.writable = writable
+        self._lock_handle = None
+        self._vectors: VectorIndex | None = None
+        self._vectors_mtime: float | None = None
+        self._next_window_id: int | None = None
+        self.settings: IndexSettings | None = None
+        self._meta: dict = {}
+        self.last_check: CheckReport | None = None
+        """The check (and repair) a writer ran on open."""
+
+    # -- opening ----------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.folder / DB_NAME
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.folder / VECTORS_NAME
+
+    @staticmethod
+    def exists(folder: str | Path) -> bool:
+        return (Path(folder) / DB_NAME).is_file()
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Store":
+        """Open an existing index for reading; raises IndexNotFoundError if there is none."""
+        folder = Path(folder)
+        if not cls.exists(folder):
+            raise IndexNotFoundError(folder)
+        store = cls(folder, _sqlite_engine(folder / DB_NAME), writable=False)
+        store._load_meta()
+        if store.settings is None:
+            raise IndexNotFoundError(folder)
+        return store
+
+    @classmethod
+    def open_for_writing(cls, folder: str | Path, settings: IndexSettings) -> "Store":
+        """Create or open an index, take its write lock, check settings, repair after a crash.
+
+        Raises IndexLockedError if another indexer holds the lock, IndexMismatchError if the
+        index was built with another model or windowing.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_handle = open(folder / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_handle.close()
+            raise IndexLockedError(f"{folder}: another archive-index is writing this index; wait for it to finish")
+        try:
+            store = cls(folder, _sqlite_engine(folder / DB_NAME), writable=True)
+            store._lock_handle = lock_handle
+            Base.metadata.create_all(store.engine)
+            store._load_meta()
+            if store.settings is None:
+                store._write_meta({**settings.to_meta(), "schema_version": SCHEMA_VERSION, "index_kind": "Flat",
+                                   "trained_at": 0, "created_at": time.time()})
+                store._load_meta()
+            else:
+                store._check_settings(settings)
+            for stale in folder.glob(f"{VECTORS_NAME}.tmp-*"):
+                stale.unlink(missing_ok=True)  # a save that was killed halfway
+            store.last_check = store.check(repair=True)
+            return store
+        except BaseException:
+            lock_handle.close()
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta -------------------------------------------------------------------------
+    def _load_meta(self) -> None:
+        try:
+            with self.sessions() as session:
+                rows = session.scalars(select(MetaRow)).all()
+        except Exception as exc:
+            if "no such table" in str(exc):
+                rows = []
+            else:
+                raise IndexCorruptError(f"{self.db_path}: metadata database is unreadable ({exc})") from exc
+        self._meta = {row.key: json.loads(row.value) for row in rows}
+        if "model_name" in self._meta:
+            version = self._meta.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise IndexMismatchError(
+                    f"{self.folder}: index schema version {version}, this archive-search reads {SCHEMA_VERSION}; "
+                    "re-index into a new folder"
+                )
+            self.settings = IndexSettings(
+                self._meta["model_name"],
+                int(self._meta["dim"]),
+                tuple(float(s) for s in self._meta["window_scales_s"]),
+                float(self._meta["window_hop_fraction"]),
+            )
+
+    def _write_meta(self, values: dict) -> None:
+        with self.sessions.begin() as session:
+            for key, value in values.items():
+                session.merge(MetaRow(key=key, value=json.dumps(value)))
+        self._meta.update(values)
+
+    @property
+    def meta(self) -> dict:
+        return dict(self._meta)
+
+    def _check_settings(self, wanted: IndexSettings) -> None:
+        have = self.settings
+        assert have is not None
+        if have.model_name != wanted.model_name:
+            raise IndexMismatchError(
+                f"{self.folder}: index was built with model {have.model_name!r}, not {wanted.model_name!r}; "
+                "re-index into a new folder (--index) or use the same model"
+            )
+        if have.dim != wanted.dim:
+            raise IndexMismatchError(f"{self.folder}: index vectors have {have.dim} dimensions, the model gives {wanted.dim}")
+        if tuple(have.window_scales_s) != tuple(wanted.window_scales_s) or abs(
+            have.window_hop_fraction - wanted.window_hop_fraction
+        ) > 1e-9:
+            raise IndexMismatchError(
+                f"{self.folder}: index was cut into windows {have.window_scales_s} s, this version cuts "
+                f"{wanted.window_scales_s} s; re-index into a new folder"
+            )
+
+    def check_model(self, model_name: str, dim: int) -> None:
+        """Refuse to search this index with vectors of another model (IndexMismatchError)."""
+        assert self.settings is not None
+        self._check_settings(IndexSettings(model_name, dim, self.settings.window_scales_s, self.settings.window_hop_fraction))
+
+    # -- vectors ----------------------------------------------------------------------
+    @property
+    def vectors(self) -> VectorIndex:
+        """The FAISS index; readers reload it when the writer has saved a newer one."""
+        assert self.settings is not None
+        mtime = self.vectors_path.stat().st_mtime_ns if self.vectors_path.exists() else None
+        if self._vectors is None or (not self.writable and mtime != self._vectors_mtime):
+            if mtime is None:
+                self._vectors = VectorIndex(self.settings.dim)
+            else:
+                self._load_meta()  # the kind may have changed with the file
+                self._vectors = VectorIndex.load(
+                    self.vectors_path, self.settings.dim, self._meta.get("index_kind", "Flat"), self._meta.get("trained_at", 0)
+                )
+            self._vectors_mtime = mtime
+        return self._vectors
+
+    def save_vectors(self) -> None:
+        """Migrate the index type if the archive's size calls for it, then save atomically."""
+        assert self.writable and self.settings is not None
+        vectors = self.vectors
+        vectors.maybe_migrate(windows_per_hour(self.settings.window_scales_s, self.settings.window_hop_fraction))
+        vectors.save(self.vectors_path)
+        if self._meta.get("index_kind") != vectors.kind or self._meta.get("trained_at") != vectors.trained_at:
+            self._write_meta({"index_kind": vectors.kind, "trained_at": vectors.trained_at})
+
+    # -- files and windows ------------------------------------------------------------
+    def stored_files(self) -> dict[str, StoredFile]:
+        """Every indexed file by path."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(FileRow.id, FileRow.path, FileRow.content_hash, FileRow.size, FileRow.mtime, FileRow.duration, FileRow.n_windows)
+            ).all()
+        return {path_text(r.path): StoredFile(r.id, path_text(r.path), r.content_hash, r.size, r.mtime, r.duration, r.n_windows) for r in rows}
+
+    def _allocate_ids(self, count: int) -> np.ndarray:
+        if self._next_window_id is None:
+            with self.sessions() as session:
+                seq = session.execute(text("SELECT seq FROM sqlite_sequence WHERE name='windows'")).scalar()
+                top = session.execute(select(func.max(WindowRow.id))).scalar()
+            vector_ids = self.vectors.ids()
+            self._next_window_id = max(seq or 0, top or 0, int(vector_ids.max()) if len(vector_ids) else 0) + 1
+        ids = np.arange(self._next_window_id, self._next_window_id + count, dtype=np.int64)
+        self._next_window_id += count
+        return ids
+
+    def put_file(
+        self,
+        path: str,
+        content_hash: str,
+        size: int,
+        mtime: float,
+        duration: float,
+        sample_rate: int,
+        windows: np.ndarray,
+        vectors: np.ndarray,
+        note: str | None = None,
+    ) -> int:
+        """Replace (or add) one file with its windows (N, 3: start, end, scale) and vectors (N, D).
+
+        One transaction; the vectors join the FAISS index only after it commits.
+        Returns the number of windows written.
+        """
+        assert self.writable
+        ids = self._allocate_ids(len(windows))
+        key = path_key(path)
+        with self.sessions.begin() as session:
+            old_ids = self._delete_file_rows(session, key)
+            file_row = FileRow(
+                path=key, content_hash=content_hash, size=size, mtime=mtime, duration=duration,
+                sample_rate=sample_rate, n_windows=len(windows), note=note, indexed_at=time.time(),
+            )
+            session.add(file_row)
+            session.flush()
+            if len(windows):
+                session.execute(
+                    insert(WindowRow),
+                    [
+                        {"id": int(i), "file_id": file_row.id, "start": float(w[0]), "end": float(w[1]), "scale": int(w[2])}
+                        for i, w in zip(ids, windows)
+                    ],
+                )
+        self.vectors.remove(old_ids)
+        self.vectors.add(ids, vectors)
+        return len(windows)
+
+    def touch_file(self, path: str, size: int, mtime: float) -> None:
+        """Record a new size/mtime for a file whose content hash did not change."""
+        with self.sessions.begin() as session:
+            row = session.scalars(select(FileRow).where(FileRow.path == path_key(path))).one()
+            row.size, row.mtime = size, mtime
+
+    def remove_files(self, paths: Iterable[str]) -> int:
+        """Delete files and exactly their vectors; returns the number of vectors removed."""
+        assert self.writable
+        removed = np.zeros(0, np.int64)
+        with self.sessions.begin() as session:
+            for path in paths:
+                removed = np.concatenate([removed, self._delete_file_rows(session, path_key(path))])
+        return self.vectors.remove(removed)
+
+    @staticmethod
+    def _delete_file_rows(session: Session, key: bytes) -> np.ndarray:
+        file_id = session.execute(select(FileRow.id).where(FileRow.path == key)).scalar()
+        if file_id is None:
+            return np.zeros(0, np.int64)
+        ids = np.array(session.scalars(select(WindowRow.id).where(WindowRow.file_id == file_id)).all(), dtype=np.int64)
+        session.execute(delete(WindowRow).where(WindowRow.file_id == file_id))
+        session.execute(delete(FileRow).where(FileRow.id == file_id))
+        return ids
+
+    def windows(self, ids: Sequence[int]) -> dict[int, WindowInfo]:
+        """Rows of the given window ids that exist (ids without a row are left out)."""
+        if len(ids) == 0:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(WindowRow.id, WindowRow.start, WindowRow.end, WindowRow.scale, FileRow.path, FileRow.duration)
+                .join(FileRow, FileRow.id == WindowRow.file_id)
+                .where(WindowRow.id.in_([int(i) for i in ids]))
+            ).all()
+        return {r.id: WindowInfo(r.id, path_text(r.path), r.start, r.end, r.scale, r.duration) for r in rows}
+
+    def counts(self) -> tuple[int, int]:
+        """(files, windows) in the metadata."""
+        with self.sessions() as session:
+            files = session.execute(select(func.count(FileRow.id))).scalar() or 0
+            windows = session.execute(select(func.count(WindowRow.id))).scalar() or 0
+        return int(files), int(windows)
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: SQLite (with its WAL) plus the FAISS file."""
+        names = [DB_NAME, f"{DB_NAME}-wal", VECTORS_NAME]
+        return sum((self.folder / n).stat().st_size for n in names if (self.folder / n).exists())
+
+    # -- consistency ------------------------------------------------------------------
+    def check(self, repair: bool = False) -> CheckReport:
+        """Compare window rows with vector ids; with `repair`, drop what cannot be trusted.
+
+        Orphan vectors are removed; files with any window lacking a vector are deleted from
+        the index (rows and vectors) so the next indexing run re-indexes them.
+        """
+        vector_ids = self.vectors.ids()
+        with self.sessions() as session:
+            rows = session.execute(select(WindowRow.id, WindowRow.file_id)).all()
+        row_ids = np.array([r.id for r in rows], dtype=np.int64)
+        files, _ = self.counts()
+        orphans = np.setdiff1d(vector_ids, row_ids, assume_unique=False)
+        missing = np.setdiff1d(row_ids, vector_ids, assume_unique=False)
+        report = CheckReport(files, len(row_ids), len(vector_ids), len(orphans), len(missing))
+        if repair and (len(orphans) or len(missing)):
+            if not self.writable:
+                raise IndexCorruptError(f"{self.folder}: repairing needs the write lock")
+            missing_set = set(missing.tolist())
+            bad_files = {r.file_id for r in rows if r.id in missing_set}
+            with self.sessions() as session:
+                bad_paths = [path_text(p) for p in session.scalars(select(FileRow.path).where(FileRow.id.in_(bad_files))).all()]
+            self.vectors.remove(orphans)
+            self.remove_files(bad_paths)
+            self.save_vectors()
+            report.dropped_files = sorted(bad_paths)
+            report.repaired = True
+        return report

@@ -1,0 +1,183 @@
+"""Deterministic stand-ins for the trained models, and audio made in code.
+
+FakeAudioEmbedder is a fixed function of a window's samples (log band energies, centred), so
+identical audio gives identical vectors and a copied clip finds its source. OracleTextEmbedder
+maps a word to the audio vector of a reference recording of it, which lets text search be
+tested end to end without a trained text encoder. FakeReranker scores a region by its best
+sub-window's similarity to the query's reference audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from archive_search.audio import SAMPLE_RATE
+from archive_search.embedders.registry import ModelBundle
+
+N_BANDS = 32
+DIM = 2 * N_BANDS
+_FFT = 512
+_HOP = 160
+
+
+def band_energies(samples: np.ndarray) -> np.ndarray:
+    """Mean power in N_BANDS linear bands up to 4 kHz of a mono 16 kHz signal: (N_BANDS,)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if len(samples) < _FFT:
+        samples = np.pad(samples, (0, _FFT - len(samples)))
+    count = 1 + (len(samples) - _FFT) // _HOP
+    frames = np.lib.stride_tricks.as_strided(
+        samples, shape=(count, _FFT), strides=(samples.strides[0] * _HOP, samples.strides[0])
+    )
+    power = np.abs(np.fft.rfft(frames * np.hanning(_FFT), axis=1)) ** 2
+    bins = power[:, : _FFT // 4].mean(axis=0)  # 0-4 kHz
+    return bins.reshape(N_BANDS, -1).mean(axis=1)
+
+
+def _half(samples: np.ndarray) -> np.ndarray:
+    bands = np.log(band_energies(samples) + 1e-8)
+    bands = bands - bands.mean()
+    norm = np.linalg.norm(bands)
+    return bands / norm if norm > 0 else np.zeros(N_BANDS)
+
+
+def embed_signal(samples: np.ndarray) -> np.ndarray:
+    """Centred log band energies of each half of the signal, concatenated, unit length: (DIM,).
+
+    Two halves make the vector depend on where in a window the sound is, so a window that
+    holds a whole word scores above one that holds its last tenth.
+    """
+    middle = len(samples) // 2
+    vector = np.concatenate([_half(samples[:middle]), _half(samples[middle:])])
+    norm = np.linalg.norm(vector)
+    return (vector / norm if norm > 0 else np.full(DIM, 1 / np.sqrt(DIM))).astype(np.float32)
+
+
+class FakeAudioEmbedder:
+    """Deterministic audio embedder: a fixed function of the samples (see embed_signal)."""
+
+    def __init__(self, name: str = "fake-v1"):
+        self.name = name
+        self.dim = DIM
+        self.calls = 0
+
+    def embed_spans(self, samples: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(spans), self.dim), np.float32)
+        for row, (start, end) in enumerate(np.asarray(spans, dtype=np.float64)):
+            a, b = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
+            out[row] = embed_signal(samples[max(0, a) : b])
+        return out
+
+    def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([embed_signal(clip) for clip in clips]).astype(np.float32)
+
+
+class OracleTextEmbedder:
+    """Text -> the audio vector of a reference recording of the words (else a hashed vector)."""
+
+    def __init__(self, audio: FakeAudioEmbedder, lexicon: dict[str, np.ndarray] | None = None):
+        self.name = audio.name
+        self.dim = audio.dim
+        self.audio = audio
+        self.lexicon = {}  # phoneme tuple -> reference clip
+        for words, clip in (lexicon or {}).items():
+            self.add(words, clip)
+
+    def add(self, words: str, clip: np.ndarray) -> None:
+        from archive_search.embedders.g2p import pronounce
+
+        self.lexicon[tuple(pronounce(words).phonemes)] = clip
+
+    def embed_phonemes(self, sequences: Sequence[Sequence[str]]) -> np.ndarray:
+        rows = []
+        for sequence in sequences:
+            clip = self.lexicon.get(tuple(sequence))
+            if clip is not None:
+                rows.append(embed_signal(clip))
+            else:
+                seed = int.from_bytes(hashlib.sha256(" ".join(sequence).encode()).digest()[:4], "little")
+                vector = np.random.default_rng(seed).standard_normal(self.dim)
+                rows.append(vector / np.linalg.norm(vector))
+        return np.stack(rows).astype(np.float32)
+
+
+class FakeReranker:
+    """Best cosine similarity of any 0.5 s sub-window (hop 0.05 s) of a region to the query audio."""
+
+    def __init__(self, text: OracleTextEmbedder):
+        self.name = "fake-reranker"
+        self.text = text
+        self.calls = 0
+
+    def _score(self, regions: Sequence[np.ndarray], reference: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        scores = []
+        width, hop = int(0.5 * SAMPLE_RATE), int(0.05 * SAMPLE_RATE)
+        for region in regions:
+            best = -1.0
+            for start in range(0, max(1, len(region) - width + 1), hop):
+                best = max(best, float(embed_signal(region[start : start + width]) @ reference))
+            scores.append(max(0.0, best))
+        return np.array(scores)
+
+    def score_text(self, regions, phonemes, words) -> np.ndarray:
+        return self._score(regions, self.text.embed_phonemes([phonemes])[0])
+
+    def score_audio(self, regions, query) -> np.ndarray:
+        return self._score(regions, embed_signal(query))
+
+
+def fake_bundle(lexicon: dict[str, np.ndarray] | None = None, name: str = "fake-v1", reranker: bool = True) -> ModelBundle:
+    audio = FakeAudioEmbedder(name)
+    text = OracleTextEmbedder(audio, lexicon)
+    return ModelBundle(name, audio, text, FakeReranker(text) if reranker else None)
+
+
+# -- audio made in code ---------------------------------------------------------------
+WORD_BANDS = {
+    "apple": (3, 17),
+    "river": (5, 23),
+    "market": (8, 28),
+    "window": (11, 20),
+    "garden": (14, 30),
+    "silver": (6, 12),
+    "planet": (19, 26),
+    "coffee": (9, 25),
+}
+"""Each made-up 'word' is two tones in distinct 125 Hz bands."""
+
+
+def tone_word(word: str, duration: float = 0.45) -> np.ndarray:
+    """A 'spoken word': two tones at its bands' centres, with 20 ms fades."""
+    t = np.arange(int(duration * SAMPLE_RATE)) / SAMPLE_RATE
+    signal = sum(np.sin(2 * np.pi * (band + 0.5) * 125.0 * t) for band in WORD_BANDS[word])
+    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)
+    return (0.3 * signal * fade).astype(np.float32)
+
+
+def episode(words: Sequence[str], gap: float = 0.4, seed: int = 0, lead: float = 0.3) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """Words separated by quiet noise: samples and [(word, start, end)]."""
+    rng = np.random.default_rng(seed)
+    parts, times, position = [], [], 0.0
+    pad = np.zeros(int(lead * SAMPLE_RATE), np.float32)
+    parts.append(pad)
+    position += lead
+    for word in words:
+        clip = tone_word(word)
+        times.append((word, position, position + len(clip) / SAMPLE_RATE))
+        parts.append(clip)
+        parts.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
+        position += len(clip) / SAMPLE_RATE + gap
+    samples = np.concatenate(parts)
+    samples += rng.normal(0, 0.003, len(samples)).astype(np.float32)
+    return samples.astype(np.float32), times
+
+
+def write_wav(path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
+    import soundfile as sf
+
+    sf.write(str(path), samples, sample_rate, subtype=subtype)
