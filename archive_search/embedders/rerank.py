@@ -1,0 +1,131 @@
+"""The engine's second stage: ParallelKWS for text queries, CTC-state DTW for query by example.
+
+Text query: every candidate region is scored by ParallelKWS against the query's words; the
+sigmoid output is the hit's probability.
+
+Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
+decoding cannot be fed to a grapheme encoder). So a clip is compared with each region by
+subsequence DTW over the frozen conformer's frame states (40 ms frames, unit-normalised,
+cosine distance): the clip must align, in order, with some stretch of the region; free start
+and end inside the region. The score is the mean cosine similarity along the best path,
+clipped to [0, 1]. The conformer was trained for phoneme CTC, so its states carry phonetic
+content and little of the speaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, load_ctc
+from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws
+from archive_search.errors import QueryError
+
+MAX_BATCH_SECONDS = 120.0
+"""Audio seconds scored in one forward pass; bounds memory for many long regions."""
+
+
+@dataclass
+class KWSReranker:
+    """Implements `embedders.base.Reranker` with a ParallelKWS model and its conformer."""
+
+    model: ParallelKWS
+    name: str = "parallelkws"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.model.to(self.device).eval()
+
+    @property
+    def speech(self) -> CTCConformer:
+        return self.model.speech
+
+    @torch.no_grad()
+    def score_text(self, regions: Sequence[np.ndarray], phonemes: Sequence[str], words: str) -> np.ndarray:
+        """Regions (each (S_i,) float32 16 kHz) against one text query -> (N,) probabilities.
+
+        ParallelKWS reads the words' graphemes (its text encoder is g2p_en's); `phonemes` are
+        accepted for the protocol and not used.
+        """
+        if len(regions) == 0:
+            return np.zeros(0, dtype=np.float32)
+        states = self.model.g2p_states(words).to(self.device)
+        scores = []
+        for batch in _batches(regions):
+            feats, lengths = fbank_batch(batch, self.speech.dims.n_mels)
+            text = states.unsqueeze(0).expand(len(batch), -1, -1)
+            text_lengths = torch.full((len(batch),), states.shape[0], dtype=torch.long)
+            output = self.model(feats.to(self.device), lengths.to(self.device), text, text_lengths.to(self.device))
+            scores.append(torch.sigmoid(output.logits).cpu().numpy())
+        return np.concatenate(scores).astype(np.float32)
+
+    @torch.no_grad()
+    def frame_states(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Clips -> unit-normalised conformer states, one (T'_i, d_model) array per clip."""
+        result = []
+        for batch in _batches(clips):
+            feats, lengths = fbank_batch(batch, self.speech.dims.n_mels)
+            out = self.speech(feats.to(self.device), lengths.to(self.device))
+            hidden = torch.nn.functional.normalize(out.hidden, dim=-1).cpu().numpy()
+            result += [hidden[row, : int(out.lengths[row])] for row in range(len(batch))]
+        return result
+
+    @torch.no_grad()
+    def score_audio(self, regions: Sequence[np.ndarray], query: np.ndarray) -> np.ndarray:
+        """Regions against one spoken query clip -> (N,) scores in [0, 1] (subsequence DTW)."""
+        if len(regions) == 0:
+            return np.zeros(0, dtype=np.float32)
+        if len(query) == 0:
+            raise QueryError("the query clip holds no audio")
+        query_states = self.frame_states([query])[0]
+        region_states = self.frame_states(regions)
+        return np.array([subsequence_dtw_similarity(query_states, r) for r in region_states], dtype=np.float32)
+
+
+def subsequence_dtw_similarity(query: np.ndarray, region: np.ndarray) -> float:
+    """Mean cosine similarity along the best subsequence alignment of `query` (Q, D) inside
+    `region` (R, D), both unit-normalised; clipped to [0, 1]. A region shorter than the query
+    is aligned whole the other way round."""
+    import librosa
+
+    if len(region) == 0 or len(query) == 0:
+        return 0.0
+    if len(region) < len(query):
+        query, region = region, query
+    cost = np.clip(1.0 - query @ region.T, 0.0, 2.0)  # (Q, R) cosine distances
+    # subseq: free start and end in the region; the path backtracks from the cheapest end.
+    _, path = librosa.sequence.dtw(C=cost, subseq=True, backtrack=True)
+    mean_cost = float(cost[path[:, 0], path[:, 1]].mean())
+    return float(np.clip(1.0 - mean_cost, 0.0, 1.0))
+
+
+def _batches(clips: Sequence[np.ndarray]):
+    batch, seconds = [], 0.0
+    for clip in clips:
+        length = len(clip) / 16_000
+        if batch and seconds + length > MAX_BATCH_SECONDS:
+            yield batch
+            batch, seconds = [], 0.0
+        batch.append(np.asarray(clip, dtype=np.float32))
+        seconds += length
+    if batch:
+        yield batch
+
+
+def load_reranker(ctc_path: str | Path, kws_path: str | Path, device: str = "cpu") -> KWSReranker:
+    """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker."""
+    speech, _ = load_ctc(ctc_path, device)
+    model, extra = load_kws(kws_path, speech=speech, device=device)
+    name = f"parallelkws-{extra.get('version', Path(kws_path).stem)}"
+    return KWSReranker(model, name=name, device=device)
+
+
+def tiny_reranker(seed: int = 0) -> KWSReranker:
+    """A tiny random reranker for engine tests (fast, meaningless scores)."""
+    torch.manual_seed(seed)
+    model = ParallelKWS(KWSDims.tiny(speech=CTCDims.tiny(), time_stride=4))
+    return KWSReranker(model, name=f"parallelkws-tiny-{seed}")

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from archive_search.embedders.base import Reranker
+from archive_search.embedders.ctc import CTCConformer, CTCDims, save_ctc
+from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, save_kws
+from archive_search.embedders.rerank import KWSReranker, load_reranker, subsequence_dtw_similarity, tiny_reranker
+
+
+def _regions(seed=0, seconds=(1.0, 2.5, 1.7)):
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in seconds]
+
+
+def test_tiny_reranker_is_a_reranker_with_batch_independent_probabilities():
+    reranker = tiny_reranker(seed=0)
+    assert isinstance(reranker, Reranker)
+    regions = _regions()
+    scores = reranker.score_text(regions, ["K", "AE", "T"], "cat")
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert np.all((scores >= 0) & (scores <= 1))
+    alone = reranker.score_text(regions[1:2], ["K", "AE", "T"], "cat")
+    np.testing.assert_allclose(alone[0], scores[1], atol=1e-5)
+    other = reranker.score_text(regions, ["D", "AO", "G"], "dog")
+    assert not np.allclose(scores, other)
+    assert reranker.score_text([], ["K"], "cat").shape == (0,)
+
+
+def test_subsequence_dtw_finds_the_query_inside_a_region():
+    rng = np.random.default_rng(0)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    query = unit(rng.standard_normal((5, 8)))
+    # the query, each frame held twice, between unrelated frames
+    region = unit(np.concatenate([rng.standard_normal((6, 8)), np.repeat(query, 2, axis=0), rng.standard_normal((4, 8))]))
+    assert subsequence_dtw_similarity(query, region) == pytest.approx(1.0, abs=1e-6)
+    orthogonal = np.eye(8)[:4]
+    assert subsequence_dtw_similarity(orthogonal[:2], orthogonal[2:]) == pytest.approx(0.0)
+    assert subsequence_dtw_similarity(query, region[:0]) == 0.0
+
+
+def test_score_audio_prefers_the_region_holding_the_clip():
+    reranker = tiny_reranker(seed=1)
+    regions = _regions(seed=3)
+    query = regions[1].copy()
+    scores = reranker.score_audio(regions, query)
+    assert scores.shape == (3,) and np.argmax(scores) == 1 and scores[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_reranker_round_trip(tmp_path):
+    torch.manual_seed(0)
+    speech = CTCConformer(CTCDims.tiny())
+    model = ParallelKWS(KWSDims.tiny(time_stride=4))
+    model.speech.load_state_dict(speech.state_dict())
+    save_ctc(tmp_path / "ctc.pt", speech, half=True)
+    save_kws(tmp_path / "kws.pt", model, extra={"version": "v1"}, half=True)
+    reranker = load_reranker(tmp_path / "ctc.pt", tmp_path / "kws.pt")
+    assert reranker.name == "parallelkws-v1"
+    scores = reranker.score_text(_regions(), ["K", "AE", "T"], "cat")
+    reference = KWSReranker(model).score_text(_regions(), ["K", "AE", "T"], "cat")
+    np.testing.assert_allclose(scores, reference, atol=2e-2)  # stored in float16
