@@ -7,6 +7,7 @@ front-ends.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -98,7 +99,7 @@ def probe(path: str | Path) -> AudioInfo:
     if needs_ffmpeg(path):
         return _probe_ffmpeg(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except Exception as exc:  # libsndfile raises several types for bad files
         raise AudioDecodeError(path, _soundfile_reason(exc)) from exc
     if info.frames <= 0 or info.samplerate <= 0:
@@ -115,7 +116,7 @@ def stream_audio(
         yield from _stream_ffmpeg(path, chunk_s, sample_rate)
         return
     try:
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(os.fsencode(path))
     except Exception as exc:
         raise AudioDecodeError(path, _soundfile_reason(exc)) from exc
     with handle:
@@ -156,7 +157,7 @@ def load_segment(path: str | Path, start_s: float, end_s: float, sample_rate: in
     if needs_ffmpeg(path):
         return _ffmpeg_decode(path, sample_rate, start_s=start_s, duration_s=max(0.0, end_s - start_s))
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(os.fsencode(path)) as handle:
             native_rate = int(handle.samplerate)
             first = int(start_s * native_rate)
             count = max(0, int(end_s * native_rate) - first)

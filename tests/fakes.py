@@ -10,6 +10,7 @@ sub-window's similarity to the query's reference audio.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Sequence
 
 import numpy as np
@@ -180,4 +181,26 @@ def episode(words: Sequence[str], gap: float = 0.4, seed: int = 0, lead: float =
 def write_wav(path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     import soundfile as sf
 
-    sf.write(str(path), samples, sample_rate, subtype=subtype)
+    sf.write(os.fsencode(path), samples, sample_rate, subtype=subtype)
+
+
+def write_episodes(folder, count: int = 4, words_per_episode: int = 5) -> dict[str, list[tuple[str, float, float]]]:
+    """Write `count` tone-word episodes as wav under `folder` (some in a subfolder); returns
+    each file's absolute path -> [(word, start, end)]."""
+    import os
+    from pathlib import Path
+
+    folder = Path(folder)
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    words = list(WORD_BANDS)
+    truth = {}
+    for i in range(count):
+        samples, times = episode([words[(i + j) % len(words)] for j in range(words_per_episode)], seed=i)
+        path = folder / ("sub" if i % 2 else ".") / f"episode{i}.wav"
+        write_wav(path, samples)
+        truth[os.path.abspath(os.path.normpath(path))] = times
+    return truth
+
+
+def lexicon() -> dict[str, np.ndarray]:
+    return {word: tone_word(word) for word in WORD_BANDS}

@@ -119,13 +119,13 @@ class Indexer:
         embedder: AudioEmbedder,
         progress: ProgressCallback | None = None,
         save_every_s: float = 30.0,
-        chunk_s: float = STREAM_CHUNK_S,
+        chunk_s: float | None = None,
     ):
         self.store = store
         self.embedder = embedder
         self.progress = progress
         self.save_every_s = save_every_s
-        self.chunk_s = chunk_s
+        self.chunk_s = chunk_s or STREAM_CHUNK_S
         settings = store.settings
         assert settings is not None
         self.scales = settings.window_scales_s

@@ -145,3 +145,20 @@ class Searcher:
             for slot, probability in zip(slots, probabilities):
                 scores[slot] = float(np.nan_to_num(probability, nan=0.0))
         return scores
+
+
+CLIP_CONTEXT_S = 0.25
+"""Seconds of audio kept on each side of a hit when it is written out as a clip."""
+
+
+def write_clip(hit: Hit, folder: str | Path, rank: int, context_s: float = CLIP_CONTEXT_S) -> Path:
+    """Write a hit's audio (plus `context_s` each side) as a 16 kHz wav in `folder`; returns its path."""
+    import soundfile as sf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = load_segment(hit.file, max(0.0, hit.start - context_s), hit.end + context_s)
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(hit.file).stem)[:60]
+    target = folder / f"{rank:02d}_{stem}_{hit.start:.2f}-{hit.end:.2f}.wav"
+    sf.write(str(target), samples, SAMPLE_RATE, subtype="PCM_16")
+    return target

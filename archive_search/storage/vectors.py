@@ -2,7 +2,7 @@
 
 Index type rule (see docs/performance.md):
 
-* The encoding is the most precise of float32 / float16 / SQ8 / SQ4 whose size per audio hour
+* The encoding is the most precise of float32 / float16 / SQ8 / SQ4 (then PQ) whose size per audio hour
   (bytes per vector x windows per audio hour) fits `VECTOR_BUDGET_BYTES_PER_HOUR`, which keeps
   the whole index (vectors plus SQLite) under 20 MB per audio hour.
 * Small archives (fewer than `QUANTIZE_MIN_VECTORS` vectors) are exact: float32, or float16 when
@@ -51,12 +51,15 @@ def windows_per_hour(scales_s=WINDOW_SCALES_S, hop_fraction=WINDOW_HOP_FRACTION)
 def choose_kind(n_vectors: int, dim: int, per_hour: float | None = None) -> str:
     """The index type for an archive of `n_vectors` vectors of `dim` dimensions (module rule)."""
     per_hour = per_hour or windows_per_hour()
-    code = _ENCODINGS[-1][0]
+    code = None
     for candidate, bytes_per_dim in _ENCODINGS:
         if bytes_per_dim * dim * per_hour <= VECTOR_BUDGET_BYTES_PER_HOUR:
             code = candidate
             break
-    if code in ("SQ8", "SQ4") and n_vectors < QUANTIZE_MIN_VECTORS:
+    if code is None:  # very wide vectors: product quantization, one byte per sub-vector
+        allowed = int(VECTOR_BUDGET_BYTES_PER_HOUR // per_hour)
+        code = f"PQ{max(m for m in range(1, min(allowed, dim) + 1) if dim % m == 0)}"
+    if code != "Flat" and code != "SQfp16" and n_vectors < QUANTIZE_MIN_VECTORS:
         code = "SQfp16"
     if n_vectors >= IVF_MIN_VECTORS:
         return f"IVF,{code}"

@@ -1,0 +1,68 @@
+"""archive-search: find where a word or phrase is spoken, by text or by an example clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from archive_search.api import Archive
+from archive_search.cli.common import domain_errors, index_option, printable, resolve_index
+from archive_search.errors import QueryError
+from archive_search.search.engine import Hit, write_clip
+
+
+def format_table(hits: list[Hit]) -> str:
+    """Hits as a readable table: rank, score, start, end, file."""
+    lines = [f"{'#':>3}  {'score':>5}  {'start':>9}  {'end':>9}  file"]
+    for rank, hit in enumerate(hits, 1):
+        lines.append(
+            f"{rank:>3}  {hit.score:5.3f}  {_clock(hit.start):>9}  {_clock(hit.end):>9}  {printable(hit.file)}"
+        )
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:05.2f}" if hours else f"{minutes}:{rest:05.2f}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("query", required=False)
+@click.option("--audio", "audio", type=click.Path(dir_okay=False, path_type=str), help="Search by example: a clip of the word.")
+@index_option
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Only hits scoring at least this.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score.")
+@click.option("--clips", type=click.Path(file_okay=False, path_type=Path), help="Write each hit's audio here as wav.")
+@domain_errors
+def main(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
+         as_json: bool, clips: Path | None) -> None:
+    """Search the index for QUERY (a word or short phrase), or for the word spoken in --audio CLIP."""
+    if query is not None and audio is not None:
+        raise QueryError("give either a text query or --audio, not both")
+    if query is None and audio is None:
+        raise QueryError("the query is empty: give a word or phrase, or --audio clip.wav")
+    archive = Archive.open(resolve_index(index_dir))
+    if audio is not None:
+        hits = archive.search_audio(audio, top=top, threshold=threshold)
+    else:
+        hits = archive.search(query, top=top, threshold=threshold)
+    if as_json:
+        for hit in hits:
+            click.echo(json.dumps(hit.to_dict(), ensure_ascii=True))
+    elif hits:
+        click.echo(format_table(hits))
+    else:
+        click.echo("no hits", err=True)
+    if clips is not None:
+        for rank, hit in enumerate(hits, 1):
+            written = write_clip(hit, clips, rank)
+            if not as_json:
+                click.echo(f"clip: {printable(str(written))}", err=True)
+
+
+if __name__ == "__main__":
+    main()
