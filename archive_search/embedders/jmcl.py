@@ -164,7 +164,7 @@ class AudioEncoder(nn.Module):
         """Frames [i0, i1) of the LSTM input whose centres fall in [start_s, end_s); at least one."""
         period = self.dims.frame_period_s
         i0 = min(max(0, int(round(start_s / period))), max(0, n_frames - 1))
-        i1 = min(max(i0 + 1, int(round(end_s / period))), n_frames)
+        i1 = n_frames if math.isinf(end_s) else min(max(i0 + 1, int(round(end_s / period))), n_frames)
         return i0, max(i1, i0 + 1)
 
 

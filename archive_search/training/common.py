@@ -39,11 +39,19 @@ def choose_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float, warmup: float = 0.2):
-    """OneCycle with cosine annealing and `warmup` of the steps rising to `max_lr` (both papers' recipe)."""
+def onecycle(
+    optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float, warmup: float = 0.2, start_step: int = 0
+):
+    """OneCycle with cosine annealing and `warmup` of the steps rising to `max_lr` (both papers' recipe).
+
+    `start_step` > 0 rebuilds the schedule for a resumed run (the optimizer state must be loaded
+    first); the schedule follows `total_steps`, so a resumed run may also be lengthened.
+    """
+    total_steps = max(2, total_steps, start_step + 1)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=max(2, total_steps), pct_start=warmup, anneal_strategy="cos"
-    )
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos",
+        last_epoch=start_step - 1 if start_step > 0 else -1,
+    )  # fmt: skip
 
 
 def atomic_torch_save(payload: Any, path: str | Path) -> Path:
@@ -63,15 +71,14 @@ def save_train_state(
     out_dir: str | Path,
     step: int,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
     rng: np.random.Generator,
     extra: dict | None = None,
 ) -> Path:
-    """Everything besides the model that a resumed run needs to continue exactly."""
+    """Everything besides the model that a resumed run needs to continue exactly (the LR
+    schedule is rebuilt from the step, see `onecycle`)."""
     payload = {
         "step": step,
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": rng.bit_generator.state,
         "extra": extra or {},
@@ -79,16 +86,13 @@ def save_train_state(
     return atomic_torch_save(payload, Path(out_dir) / STATE_FILE)
 
 
-def load_train_state(
-    out_dir: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, rng: np.random.Generator
-) -> dict | None:
-    """Restore optimizer, scheduler and RNGs from `out_dir`; returns the payload or None if absent."""
+def load_train_state(out_dir: str | Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> dict | None:
+    """Restore optimizer and RNGs from `out_dir`; returns the payload or None if absent."""
     path = Path(out_dir) / STATE_FILE
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
     rng.bit_generator.state = payload["numpy_rng"]
     return payload

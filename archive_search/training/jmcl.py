@@ -1,0 +1,383 @@
+"""Training the JMCL encoders on N words x M spoken instances per batch (jmcl.md, Section III-IV).
+
+Every instance is a word or a 2-4 word phrase of an aligned utterance. It reaches the audio
+encoder in one of the ways the engine will show it audio:
+- ``window``: a fixed window of one of the indexer's scales (audio.WINDOW_SCALES_S) that holds
+  the word at a random offset, sometimes shifted so the window cuts into the word, with frame
+  features computed over the surrounding audio and sliced, as `embed_spans` does;
+- ``segment``: the aligned word with a little boundary jitter, with surrounding context;
+- ``clip``: the aligned word alone, as a trimmed query clip reaches `embed_clips`.
+The text side is always the word's dictionary pronunciation, as a typed query's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from archive_search.audio import SAMPLE_RATE, WINDOW_HOP_FRACTION, WINDOW_SCALES_S, load_audio
+from archive_search.data.manifest import Utterance, iter_manifest
+from archive_search.embedders.g2p import word_phonemes
+from archive_search.embedders.jmcl import (
+    JMCL,
+    JMCLAudioEmbedder,
+    JMCLTextEmbedder,
+    build_model,
+    model_name,
+    read_jmcl,
+    save_jmcl,
+)
+from archive_search.errors import DataError
+from archive_search.training.common import (
+    LAST_CHECKPOINT,
+    LossLog,
+    choose_device,
+    load_train_state,
+    onecycle,
+    save_train_state,
+    seed_everything,
+)
+from archive_search.training.losses import ALPHA_AA, ALPHA_AT, jmcl_loss
+
+IGNORED_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
+MIN_INSTANCE_S = 0.15
+"""Seconds. Shorter words are too short to learn from at 40 ms frames."""
+MAX_INSTANCE_S = 2.0
+"""Seconds. The longest word or phrase trained on (the JMCL paper keeps words of 0.5-2 s)."""
+MAX_PHRASE_GAP_S = 0.25
+"""Seconds. Words further apart than this do not form a phrase (a pause separates them)."""
+CONTEXT_S = 0.4
+"""Seconds of surrounding audio the front-end sees around a window or segment."""
+
+
+@dataclass
+class JMCLTrainConfig:
+    """One training run; stored in the checkpoint's `extra` and in run.json."""
+
+    config: str = "fast"
+    steps: int = 2000
+    batch_words: int = 32
+    instances: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    warmup: float = 0.2
+    alpha_at: float = ALPHA_AT
+    alpha_aa: float = ALPHA_AA
+    window_prob: float = 0.5
+    clip_prob: float = 0.25
+    augment_prob: float = 0.5
+    max_phrase_words: int = 4
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 10
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A word or phrase spoken in utterance `utterance` of a WordBank, [start, end) seconds."""
+
+    utterance: int
+    start: float
+    end: float
+    text: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class WordBank:
+    """Audio of aligned utterances held in memory (int16) and their word/phrase instances,
+    grouped into classes by pronunciation (homophones share a class)."""
+
+    audio: list[np.ndarray] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+    classes: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
+    words: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_utterances(
+        cls,
+        utterances: Iterable[tuple[Utterance, Path]],
+        max_phrase_words: int = 4,
+        min_s: float = MIN_INSTANCE_S,
+        max_s: float = MAX_INSTANCE_S,
+        min_instances: int = 2,
+        load: Callable[[Path], np.ndarray] = load_audio,
+    ) -> "WordBank":
+        """Build from (utterance, manifest folder) pairs; keeps classes with >= `min_instances`."""
+        bank = cls()
+        by_key: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for utterance, root in utterances:
+            words = [w for w in utterance.words if w.label.strip().lower() not in IGNORED_WORDS]
+            if not words:
+                continue
+            samples = load(utterance.audio_path(root))
+            bank.audio.append(np.clip(samples * 32767.0, -32768, 32767).astype(np.int16))
+            index = len(bank.audio) - 1
+            for first in range(len(words)):
+                for count in range(1, max_phrase_words + 1):
+                    span = words[first : first + count]
+                    if len(span) < count:
+                        break
+                    if count > 1 and span[-1].start - span[-2].end > MAX_PHRASE_GAP_S:
+                        break
+                    duration = span[-1].end - span[0].start
+                    if duration > max_s:
+                        break
+                    if duration < min_s:
+                        continue
+                    labels = [w.label.strip().lower() for w in span]
+                    key = tuple(p for label in labels for p in _phonemes(label))
+                    if not key:
+                        continue
+                    bank.instances.append(Instance(index, span[0].start, span[-1].end, " ".join(labels)))
+                    by_key[key].append(len(bank.instances) - 1)
+                    bank.words.update(labels)
+        bank.classes = {key: rows for key, rows in by_key.items() if len(rows) >= min_instances}
+        return bank
+
+    def samples(self, instance: Instance) -> np.ndarray:
+        return self.audio[instance.utterance]
+
+
+_PHONEME_CACHE: dict[str, tuple[str, ...]] = {}
+
+
+def _phonemes(word: str) -> tuple[str, ...]:
+    if word not in _PHONEME_CACHE:
+        _PHONEME_CACHE[word] = tuple(word_phonemes(word))
+    return _PHONEME_CACHE[word]
+
+
+def load_manifests(paths: Sequence[str | Path], splits: Sequence[str] | None = ("train",)) -> list[tuple[Utterance, Path]]:
+    """Utterances of every manifest (paths relative to each manifest's folder), filtered by split."""
+    pairs = []
+    for path in paths:
+        path = Path(path)
+        for utterance in iter_manifest(path):
+            if splits is None or utterance.split in splits:
+                pairs.append((utterance, path.parent))
+    if not pairs:
+        raise DataError(f"{', '.join(map(str, paths))}: no utterances of split {list(splits or [])}")
+    return pairs
+
+
+def _augmenter() -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
+    """The data helper's augmentation chain when it exists (archive_search.data.augment)."""
+    try:
+        from archive_search.data import augment  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    chain = getattr(augment, "random_augment", None) or getattr(augment, "augment", None)
+    return chain if callable(chain) else None
+
+
+def cut_instance(
+    bank: WordBank, instance: Instance, mode: str, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The audio region for one instance and the span inside it that the encoder reads.
+
+    Returns (samples (S,) float32, (start, end) seconds inside samples or None for the whole clip).
+    """
+    audio = bank.samples(instance)
+    total = len(audio) / SAMPLE_RATE
+    if mode == "window":
+        scales = [s for s in WINDOW_SCALES_S if s >= instance.duration * 0.9] or [max(WINDOW_SCALES_S)]
+        length = scales[0]
+        slack = max(0.0, length - instance.duration)
+        start = instance.start - rng.uniform(0.0, slack)
+        if rng.random() < 0.5:
+            # The indexer's grid rarely centres a word: shift by up to half a hop, cutting into it.
+            hop = length * WINDOW_HOP_FRACTION
+            start += rng.uniform(-hop / 2, hop / 2)
+        start = min(max(0.0, start), max(0.0, total - length))
+        end = min(total, start + length)
+    else:
+        start = max(0.0, instance.start - rng.uniform(-0.02, 0.05))
+        end = min(total, instance.end + rng.uniform(-0.02, 0.05))
+    if mode == "clip":
+        region = (start, end)
+    else:
+        region = (max(0.0, start - CONTEXT_S), min(total, end + CONTEXT_S))
+    first, last = int(region[0] * SAMPLE_RATE), int(region[1] * SAMPLE_RATE)
+    samples = audio[first:last].astype(np.float32) / 32767.0
+    if mode == "clip":
+        return samples, None
+    return samples, (start - first / SAMPLE_RATE, end - first / SAMPLE_RATE)
+
+
+@dataclass
+class Batch:
+    clips: list[np.ndarray]
+    spans: list[tuple[float, float] | None]
+    phonemes: list[tuple[str, ...]]
+    n_words: int
+    n_instances: int
+
+
+def sample_batch(
+    bank: WordBank,
+    n_words: int,
+    n_instances: int,
+    rng: np.random.Generator,
+    window_prob: float = 0.5,
+    clip_prob: float = 0.25,
+    augment: Callable | None = None,
+    augment_prob: float = 0.0,
+) -> Batch:
+    """N distinct pronunciations x M instances, ordered word-major (row j*M + i)."""
+    keys = list(bank.classes)
+    if len(keys) < 2:
+        raise DataError(f"need at least 2 words with >= 2 spoken instances to train, found {len(keys)}")
+    n_words = min(n_words, len(keys))
+    chosen = rng.choice(len(keys), size=n_words, replace=False)
+    clips, spans, phonemes = [], [], []
+    for key_index in chosen:
+        key = keys[key_index]
+        rows = bank.classes[key]
+        picks = rng.choice(len(rows), size=n_instances, replace=len(rows) < n_instances)
+        phonemes.append(key)
+        for pick in picks:
+            draw = rng.random()
+            mode = "window" if draw < window_prob else ("clip" if draw < window_prob + clip_prob else "segment")
+            samples, span = cut_instance(bank, bank.instances[rows[pick]], mode, rng)
+            if augment is not None and rng.random() < augment_prob:
+                samples = np.asarray(augment(samples, rng), dtype=np.float32)
+            clips.append(samples)
+            spans.append(span)
+    return Batch(clips, spans, phonemes, n_words, n_instances)
+
+
+def batch_loss(model: JMCL, batch: Batch, alpha_at: float = ALPHA_AT, alpha_aa: float = ALPHA_AA):
+    """Embed a Batch and compute the eq. 14 loss."""
+    full = [(0.0, math.inf) if span is None else span for span in batch.spans]
+    clips = [torch.from_numpy(c) for c in batch.clips]
+    audio = model.embed_audio_batch(clips, full).view(batch.n_words, batch.n_instances, -1)
+    text = model.embed_phoneme_batch(batch.phonemes)
+    return jmcl_loss(audio, text, model.logit_scale(), alpha_at, alpha_aa)
+
+
+def feature_statistics(model: JMCL, bank: WordBank, rng: np.random.Generator, count: int = 64) -> None:
+    """Set the audio encoder's log-mel normalisation from `count` random utterances."""
+    from archive_search.audio import log_mel
+
+    picks = rng.choice(len(bank.audio), size=min(count, len(bank.audio)), replace=False)
+    mels = torch.cat([log_mel(bank.audio[i].astype(np.float32) / 32767.0, model.dims.features) for i in picks])
+    model.audio.feature_mean.copy_(mels.mean(0))
+    model.audio.feature_std.copy_(mels.std(0).clamp(min=1e-3))
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    checkpoint: str
+    steps: int
+    wall_s: float
+    final_loss: float
+    n_instances: int
+    n_classes: int
+    device: str
+
+
+def train_jmcl(
+    config: JMCLTrainConfig,
+    manifests: Sequence[str | Path],
+    out_dir: str | Path,
+    resume: bool = False,
+    bank: WordBank | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a JMCL model; checkpoints to out_dir/last.pt every `save_every` steps.
+
+    `stop_at` ends this invocation after that step (checkpointed) while keeping the schedule of
+    `config.steps`, as if the run had been killed there; `resume=True` continues it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = seed_everything(config.seed)
+    device = choose_device(config.device)
+    if bank is None:
+        bank = WordBank.from_utterances(load_manifests(manifests), max_phrase_words=config.max_phrase_words)
+    if len(bank.classes) < 2:
+        raise DataError(f"{', '.join(map(str, manifests))}: fewer than 2 words have 2 or more spoken instances")
+    checkpoint = out_dir / LAST_CHECKPOINT
+    if resume and checkpoint.is_file():
+        model, _ = read_jmcl(checkpoint)
+    else:
+        model = build_model(config.config)
+        feature_statistics(model, bank, rng)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    if resume and checkpoint.is_file():
+        state = load_train_state(out_dir, optimizer, rng)
+        step = int(state["step"]) if state else 0
+    scheduler = onecycle(optimizer, config.steps, config.lr, config.warmup, start_step=step)
+    log = LossLog(out_dir, resume=resume and step > 0)
+    (out_dir / "run.json").write_text(json.dumps({"config": asdict(config), "manifests": [str(m) for m in manifests],
+                                                  "n_instances": len(bank.instances), "n_classes": len(bank.classes),
+                                                  "n_words": len(bank.words)}, indent=1))  # fmt: skip
+    augment = _augmenter() if config.augment_prob > 0 else None
+    started = time.perf_counter()
+    last = {"loss": float("nan")}
+    running: dict[str, float] = defaultdict(float)
+    counted = 0
+
+    def save() -> None:
+        extra = {"step": step, "train": asdict(config), "words": len(bank.words), "classes": len(bank.classes)}
+        save_jmcl(checkpoint, model, extra=extra)
+        save_train_state(out_dir, step, optimizer, rng)
+
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
+    while step < end:
+        batch = sample_batch(
+            bank, config.batch_words, config.instances, rng, config.window_prob, config.clip_prob,
+            augment, config.augment_prob,
+        )  # fmt: skip
+        loss = batch_loss(model, batch, config.alpha_at, config.alpha_aa)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        values = loss.as_floats()
+        values.update(grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0], scale=float(model.logit_scale()))
+        for key, value in values.items():
+            running[key] += value
+        counted += 1
+        if step % config.log_every == 0 or step == end:
+            means = {key: value / counted for key, value in running.items()}
+            last = {"loss": means.pop("total"), **means}
+            last["elapsed_s"] = time.perf_counter() - started
+            log.append(step, last)
+            if progress is not None:
+                progress(step, last)
+            running.clear()
+            counted = 0
+        if step % config.save_every == 0 or step == end:
+            save()
+            log.plot(("loss", "audio_text", "audio_audio"), title=f"JMCL {config.config}")
+    if not checkpoint.is_file():
+        save()
+    return TrainResult(str(out_dir), str(checkpoint), step, time.perf_counter() - started, float(last["loss"]),
+                       len(bank.instances), len(bank.classes), str(device))  # fmt: skip
+
+
+def embedders(model: JMCL, device: str | None = "cpu") -> tuple[JMCLAudioEmbedder, JMCLTextEmbedder]:
+    """Inference seams over an in-memory model (for evaluation during and after training)."""
+    name = model_name(model)
+    return JMCLAudioEmbedder(model, name, device), JMCLTextEmbedder(model, name, device)

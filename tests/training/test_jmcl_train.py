@@ -1,0 +1,137 @@
+"""JMCL training on a toy corpus made in the test: batches, window cutting, loss goes down, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from archive_search.audio import SAMPLE_RATE, WINDOW_SCALES_S
+from archive_search.cli.train import main
+from archive_search.data.manifest import AlignedUnit, Utterance, write_manifest
+from archive_search.embedders.jmcl import build_model, read_jmcl
+from archive_search.training.jmcl import (
+    Instance,
+    JMCLTrainConfig,
+    WordBank,
+    batch_loss,
+    cut_instance,
+    load_manifests,
+    sample_batch,
+    train_jmcl,
+)
+
+# Each toy "word" is a tone pattern: (start Hz, end Hz, seconds).
+WORDS = {"alpha": (300, 600, 0.45), "bravo": (900, 900, 0.35), "charlie": (1500, 700, 0.55), "delta": (400, 400, 0.3)}
+
+
+def _toy_corpus(folder, n_utterances=12, seed=0):
+    rng = np.random.default_rng(seed)
+    utterances = []
+    for number in range(n_utterances):
+        pieces, words, t = [np.zeros(int(0.2 * SAMPLE_RATE))], [], 0.2
+        for label in rng.permutation(list(WORDS))[:3]:
+            f0, f1, seconds = WORDS[label]
+            seconds *= rng.uniform(0.85, 1.15)
+            n = int(seconds * SAMPLE_RATE)
+            freq = np.linspace(f0, f1, n) * rng.uniform(0.95, 1.05)
+            pieces.append(0.3 * np.sin(2 * np.pi * np.cumsum(freq) / SAMPLE_RATE))
+            words.append(AlignedUnit(label, round(t, 4), round(t + n / SAMPLE_RATE, 4)))
+            gap = rng.uniform(0.05, 0.3)
+            pieces.append(np.zeros(int(gap * SAMPLE_RATE)))
+            t += n / SAMPLE_RATE + int(gap * SAMPLE_RATE) / SAMPLE_RATE
+        audio = np.concatenate(pieces).astype(np.float32) + 0.003 * rng.normal(size=sum(map(len, pieces))).astype(np.float32)
+        name = f"u{number}.wav"
+        sf.write(folder / name, audio, SAMPLE_RATE)
+        utterances.append(Utterance(f"u{number}", name, len(audio) / SAMPLE_RATE, " ".join(w.label for w in words), words))
+    write_manifest(folder / "manifest.jsonl", utterances)
+    return folder / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return _toy_corpus(tmp_path_factory.mktemp("toy"))
+
+
+def test_word_bank_groups_instances_by_pronunciation(corpus):
+    bank = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    assert set(bank.words) == set(WORDS)
+    assert len(bank.classes) == 4 and sum(len(rows) for rows in bank.classes.values()) == 36
+    assert ("B", "R", "AA", "V", "OW") in bank.classes
+    phrases = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=2)
+    assert len(phrases.instances) > len(bank.instances)
+
+
+def test_windows_are_indexer_scales_holding_the_word(corpus):
+    bank = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    rng = np.random.default_rng(0)
+    for row in range(len(bank.instances)):
+        instance = bank.instances[row]
+        samples, span = cut_instance(bank, instance, "window", rng)
+        length = span[1] - span[0]
+        assert min(abs(length - s) for s in WINDOW_SCALES_S) < 1e-3 or span[1] >= len(samples) / SAMPLE_RATE - 1e-3
+        clip, none = cut_instance(bank, instance, "clip", rng)
+        assert none is None and abs(len(clip) / SAMPLE_RATE - instance.duration) < 0.11
+
+
+def test_batches_are_n_words_by_m_instances(corpus):
+    bank = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    batch = sample_batch(bank, 3, 2, np.random.default_rng(1))
+    assert (batch.n_words, batch.n_instances, len(batch.clips), len(batch.phonemes)) == (3, 2, 6, 3)
+    assert len(set(batch.phonemes)) == 3
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(corpus):
+    torch.manual_seed(0)
+    bank = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    batch = sample_batch(bank, 4, 3, np.random.default_rng(2), window_prob=0.0, clip_prob=1.0)
+    model = build_model("tiny")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = float(batch_loss(model, batch).total.detach())
+    for _ in range(30):
+        optimizer.zero_grad()
+        batch_loss(model, batch).total.backward()
+        optimizer.step()
+    assert float(batch_loss(model, batch).total.detach()) < 0.8 * before
+
+
+def test_training_checkpoints_and_resumes(corpus, tmp_path):
+    config = JMCLTrainConfig(config="tiny", steps=6, batch_words=3, instances=2, save_every=3, log_every=1,
+                             augment_prob=0.0, device="cpu")  # fmt: skip
+    result = train_jmcl(config, [corpus], tmp_path / "run")
+    assert result.steps == 6 and (tmp_path / "run" / "loss.png").is_file()
+    model, extra = read_jmcl(result.checkpoint)
+    assert extra["step"] == 6 and extra["train"]["config"] == "tiny"
+    rows = (tmp_path / "run" / "loss.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("step,loss")
+    # Resuming with more steps continues from step 6 and appends to the log.
+    longer = JMCLTrainConfig(**{**config.__dict__, "steps": 8})
+    resumed = train_jmcl(longer, [corpus], tmp_path / "run", resume=True)
+    assert resumed.steps == 8
+    assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 9
+
+
+def test_resumed_run_matches_an_uninterrupted_one(corpus, tmp_path):
+    base = dict(config="tiny", batch_words=3, instances=2, save_every=2, log_every=1, augment_prob=0.0, device="cpu")
+    straight = train_jmcl(JMCLTrainConfig(steps=4, **base), [corpus], tmp_path / "a")
+    # A run stopped after its step-2 checkpoint, then resumed to step 4, lands on the same weights.
+    train_jmcl(JMCLTrainConfig(steps=4, **base), [corpus], tmp_path / "c", stop_at=2)
+    resumed = train_jmcl(JMCLTrainConfig(steps=4, **base), [corpus], tmp_path / "c", resume=True)
+    a, _ = read_jmcl(straight.checkpoint)
+    c, _ = read_jmcl(resumed.checkpoint)
+    for key, tensor in a.state_dict().items():
+        torch.testing.assert_close(c.state_dict()[key], tensor, atol=1e-5, rtol=1e-4)
+
+
+def test_cli_trains_and_prints_json(corpus, tmp_path):
+    result = CliRunner().invoke(
+        main, ["jmcl", "--config", "tiny", "--data", str(corpus), "--out", str(tmp_path / "cli"), "--steps", "2",
+               "--batch-words", "2", "--instances", "2", "--augment-prob", "0", "--device", "cpu", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["n_classes"] >= 2
+    bad = CliRunner().invoke(main, ["jmcl", "--data", str(corpus), "--out", str(tmp_path / "x"), "--instances", "1"])
+    assert bad.exit_code != 0 and "instances" in bad.output
