@@ -1,0 +1,41 @@
+import socket
+
+import pytest
+
+import archive_search
+from archive_search import Archive, Hit
+from tests.fakes import fake_bundle, lexicon, write_episodes
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails loudly."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_index_and_search_with_the_network_blocked(tmp_path, no_network):
+    truth = write_episodes(tmp_path / "audio", count=3)
+    with Archive.open(tmp_path / "index", fake_bundle(lexicon())) as archive:
+        report = archive.add(tmp_path / "audio")
+        assert report.ok and len(report.added) == 3
+        hits = archive.search("planet", top=1)
+        assert isinstance(hits[0], Hit)
+        expected = [(p, s) for p, t in truth.items() for w, s, _ in t if w == "planet"]
+        assert any(hits[0].file == p and abs(hits[0].start - s) <= 0.5 for p, s in expected)
+        assert archive.search("zyxwv unknownword", top=1) is not None  # neural G2P path, offline
+        assert archive.check().ok
+        stats = archive.stats()
+        assert stats["files"] == 3 and stats["vectors"] == stats["windows"] > 0 and stats["model"] == "fake-v1"
+
+
+def test_public_exports():
+    assert archive_search.Archive is Archive and archive_search.Hit is Hit
+    with pytest.raises(AttributeError):
+        archive_search.nothing_here
