@@ -1,0 +1,127 @@
+"""CTC and ParallelKWS training on a tiny aligned corpus made in the test: every phoneme is a
+tone of its own pitch, every word its dictionary phonemes in a row."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from archive_search.audio import SAMPLE_RATE
+from archive_search.data.manifest import AlignedUnit, Utterance, write_manifest
+from archive_search.embedders.ctc import load_ctc
+from archive_search.embedders.g2p import word_phonemes
+from archive_search.embedders.phonemes import SYMBOL_TO_ID
+from archive_search.embedders.rerank import load_reranker
+from archive_search.training.ctc import CTCTrainConfig, load_aligned, load_manifests, sample_segment, train_ctc
+from archive_search.training.kws import (
+    KWSTrainConfig,
+    RegionSampler,
+    cut_region,
+    near_miss_phrase,
+    near_miss_words,
+    phoneme_distance,
+    phrase_trials,
+    train_kws,
+)
+
+VOCABULARY = ["cat", "dog", "sun", "tree", "moon", "fish", "bird", "red"]
+PHONE_S = 0.07
+
+
+def _utterance(words, index, folder, rng):
+    pieces, word_units, phone_units, t = [np.zeros(int(0.2 * SAMPLE_RATE), np.float32)], [], [], 0.2
+    for word in words:
+        start = t
+        for phone in word_phonemes(word):
+            frequency = 150 + 45 * SYMBOL_TO_ID[phone]
+            n = int(PHONE_S * SAMPLE_RATE)
+            pieces.append((0.3 * np.sin(2 * np.pi * frequency * np.arange(n) / SAMPLE_RATE)).astype(np.float32))
+            phone_units.append(AlignedUnit(phone, t, t + PHONE_S))
+            t += PHONE_S
+        word_units.append(AlignedUnit(word, start, t))
+        gap = float(rng.uniform(0.05, 0.15))
+        pieces.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
+        t += gap
+    samples = np.concatenate(pieces) + 0.003 * rng.standard_normal(sum(map(len, pieces))).astype(np.float32)
+    path = folder / f"u{index}.wav"
+    sf.write(path, samples, SAMPLE_RATE)
+    return Utterance(f"u{index}", path.name, len(samples) / SAMPLE_RATE, " ".join(words), word_units, phone_units,
+                     speaker="tone", source="test", split="train" if index < 10 else "valid")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    utterances = [_utterance(list(rng.choice(VOCABULARY, size=6)), i, folder, rng) for i in range(12)]
+    path = folder / "manifest.jsonl"
+    write_manifest(path, utterances)
+    return path
+
+
+def test_segments_are_whole_words_with_their_phonemes(manifest):
+    items = load_aligned(load_manifests([manifest]))
+    assert len(items) == 10
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        samples, ids = sample_segment(items[0], rng, max_s=1.0)
+        assert 0 < len(samples) / SAMPLE_RATE <= 1.0 + 0.3
+        assert len(ids) >= 2 and all(i > 0 for i in ids)
+
+
+def test_regions_hold_the_keyword_at_random_offsets(manifest):
+    items = load_aligned(load_manifests([manifest]))
+    rng = np.random.default_rng(1)
+    offsets = []
+    for _ in range(20):
+        region = cut_region(items[0], 2, 2, rng)
+        assert region.keyword == [w.label for w in items[0].words[2:4]]
+        assert 0 <= region.keyword_start < region.keyword_end <= len(region.samples) / SAMPLE_RATE + 1e-6
+        offsets.append(region.keyword_start)
+        assert len(region.words) >= 2
+    assert np.std(offsets) > 0.05
+
+
+def test_near_miss_texts_are_close_but_different():
+    assert "bat" in near_miss_words("cat") and "cat" not in near_miss_words("cat")
+    rng = np.random.default_rng(0)
+    phrase = near_miss_phrase(["red", "tree"], rng)
+    assert phrase != ["red", "tree"] and 1 <= phoneme_distance(phrase, ["red", "tree"]) <= 2
+
+
+def test_sampler_negatives_do_not_occur_in_the_region(manifest):
+    sampler = RegionSampler(load_aligned(load_manifests([manifest])))
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        region, hard, easy = sampler.draw(rng)
+        for negative in (hard, easy):
+            if negative is not None and negative != region.keyword:
+                n = len(negative)
+                assert all(region.words[i : i + n] != negative for i in range(len(region.words)))
+
+
+def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
+    config = CTCTrainConfig(config="tiny", steps=40, batch_seconds=8.0, max_segment_s=2.0, lr=3e-3, warmup=0.1,
+                            augment_prob=0.0, save_every=20, device="cpu")
+    half = train_ctc(CTCTrainConfig(**{**config.__dict__, "steps": 20}), [manifest], tmp_path / "ctc")
+    assert half.steps == 20
+    result = train_ctc(config, [manifest], tmp_path / "ctc", resume=True, valid_manifests=[manifest], valid_splits=["valid"])
+    assert result.steps == 40 and result.valid_per is not None
+    rows = (tmp_path / "ctc" / "loss.csv").read_text().splitlines()
+    losses = [float(r.split(",")[1]) for r in rows[1:41]]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert (tmp_path / "ctc" / "loss.png").is_file()
+    load_ctc(result.checkpoint)
+
+    kws_config = KWSTrainConfig(config="tiny", steps=30, batch_regions=6, save_every=15, device="cpu", augment_prob=0.0)
+    kws = train_kws(kws_config, result.checkpoint, [manifest], tmp_path / "kws")
+    assert kws.steps == 30
+    rows = (tmp_path / "kws" / "loss.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    bce = [float(r.split(",")[header.index("bce")]) for r in rows[1:]]
+    assert np.mean(bce[-5:]) < np.mean(bce[:5])
+    reranker = load_reranker(result.checkpoint, kws.checkpoint)
+    trials = phrase_trials(load_aligned(load_manifests([manifest], ["valid"])), 5, tight=True)
+    assert {t.subset for t in trials} >= {"all", "easy"}
+    scores = reranker.score_text([trials[0].audio], [], trials[0].text)
+    assert 0 <= scores[0] <= 1
