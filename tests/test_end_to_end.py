@@ -1,0 +1,54 @@
+"""End to end with the shipped models: a small TTS archive is indexed and searched.
+
+These use `load_models()` (the trained JMCL encoders and ParallelKWS reranker); they fail
+with CheckpointError until the trained checkpoints are shipped in archive_search/checkpoints/.
+"""
+
+import pytest
+import soundfile as sf
+
+from archive_search import Archive
+from archive_search.audio import SAMPLE_RATE
+from archive_search.demo import build_demo_archive, speak
+from archive_search.embedders.registry import load_models
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    truth = build_demo_archive(root)
+    archive = Archive.open(root / "index", load_models())
+    report = archive.add([root / "audio"])
+    assert report.ok and len(report.added) == len(truth)
+    return archive, truth, root
+
+
+def assert_right_first(hits, truth, words):
+    assert hits, f"no hits for {words!r}"
+    places = [(path, s.start) for path, said in truth.items() for s in said if s.words == words]
+    top = hits[0]
+    assert any(top.file == path and abs(top.start - start) <= 0.5 for path, start in places), (
+        f"{words!r}: top hit {top} is not one of {places}"
+    )
+    assert 0.0 <= top.score <= 1.0
+
+
+@pytest.mark.parametrize("word", ["observatory", "glacier", "lighthouse", "bicycles"])
+def test_word_ranks_first(archive, word):
+    archive, truth, _ = archive
+    assert_right_first(archive.search(word, top=5), truth, word)
+
+
+def test_two_word_phrase_ranks_first(archive):
+    archive, truth, _ = archive
+    assert_right_first(archive.search("harvest moon", top=5), truth, "harvest moon")
+
+
+@pytest.mark.parametrize("word,voice", [("volcano", "en-us+m3"), ("orchestra", "en-gb-x-rp")])
+def test_query_by_example_ranks_first(archive, word, voice):
+    archive, truth, root = archive
+    clip = root / f"query-{word}.wav"
+    sf.write(str(clip), speak(word, voice, 150), SAMPLE_RATE)
+    assert_right_first(archive.search_audio(clip, top=5), truth, word)
