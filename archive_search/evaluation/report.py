@@ -131,7 +131,7 @@ def search_report(evaluation: Evaluation, title: str = "Search evaluation", comm
         if run.skipped:
             rows.append([run.name, "skipped", "-", "-", run.skipped])
         else:
-            speed = "shares the engine's index" if run.index_seconds == 0 else f"{run.speed:.1f}x"
+            speed = f"{run.speed:.1f}x" if run.index_seconds > 0 else "-"
             rows.append([run.name, _fmt(run.threshold), speed, _fmt(run.index_seconds, 1), run.note])
     parts += [markdown_table(["system", "threshold", "indexing speed (x real time)", "index s", "note"], rows), ""]
     parts += ["## Results", ""]

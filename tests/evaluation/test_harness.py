@@ -121,7 +121,7 @@ def test_end_to_end_evaluation_of_engine_and_peers(corpus_dir, tmp_path):
     # the fake models find tone words nearly perfectly; random detections do not
     assert good.mtwv > 0.8 and good.map > 0.8
     assert bad.mtwv < 0.1 and bad.map < good.map
-    assert -1e3 < bad.atwv < 0  # false alarms cost more than the few lucky hits gain
+    assert bad.atwv < 0  # false alarms cost more than the few lucky hits gain
     assert evaluation.summary("engine", "absent").n_queries == 1
     assert evaluation.summary("random", "absent").false_alarms > 0
     spoken_row = evaluation.summary("engine", "spoken")
@@ -133,9 +133,6 @@ def test_end_to_end_evaluation_of_engine_and_peers(corpus_dir, tmp_path):
     assert good.latency_p50_ms is not None and good.latency_p50_ms > 0
 
     report = write_search_report(evaluation, tmp_path / "out", command="archive-eval search ...")
-    import shutil, os
-    if os.environ.get("KEEP_EVAL"):
-        shutil.copytree(tmp_path / "out", os.environ["KEEP_EVAL"], dirs_exist_ok=True)
     text = report.read_text()
     assert "| text | engine |" in text and "det.png" in text
     for png in ("det.png", "scores.png"):

