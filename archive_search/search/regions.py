@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_REGION_S = 6.0
+MAX_REGION_S = 3.0
 """Seconds. Overlapping candidates are chained into one region only up to this length, so a
 long stretch of similar speech becomes several regions instead of one that buries the hit."""
 
