@@ -159,5 +159,89 @@ def kws(config_name, ctc_checkpoint, manifests, splits, valid_manifests, attenti
                                              valid_manifests=valid_manifests, progress=progress))  # fmt: skip
 
 
+@main.command("jmcl-eval")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("--data", "manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Evaluation manifest; repeat for several (each is scored separately).")
+@click.option("--split", "splits", multiple=True, default=("test",), show_default=True)
+@click.option("--train-data", "train_manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Training manifests: their words make the IV set, the rest is OOV.")
+@click.option("--train-split", "train_splits", multiple=True, default=("train",), show_default=True)
+@click.option("--max-per-word", type=int, default=20, show_default=True)
+@click.option("--max-segments", type=int, default=3000, show_default=True)
+@click.option("--speed-seconds", type=float, default=0.0, help="Also time embed_spans over this much audio.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def jmcl_eval(checkpoint, manifests, splits, train_manifests, train_splits, max_per_word, max_segments,
+              speed_seconds, device, threads, as_json):  # fmt: skip
+    """Word discrimination AP (JMCL protocol: acoustic and cross view, IV/OOV) and encoder speed."""
+    import torch
+
+    from archive_search.embedders.jmcl import load_jmcl
+    from archive_search.training.jmcl import encoder_speed, load_manifests, word_discrimination_ap
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        audio, text = load_jmcl(checkpoint, device=device)
+        vocabulary = None
+        if train_manifests:
+            vocabulary = {w.label.strip().lower() for u, _ in load_manifests(train_manifests, train_splits) for w in u.words}
+        report = {"checkpoint": str(checkpoint), "model": audio.name}
+        if manifests:
+            report["word_discrimination"] = word_discrimination_ap(
+                audio, text, manifests, splits, vocabulary, max_per_word, max_segments
+            )
+        if speed_seconds > 0:
+            report["speed"] = encoder_speed(audio, speed_seconds)
+    except ArchiveSearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from exc
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"model: {report['model']}")
+    for path, result in report.get("word_discrimination", {}).items():
+        click.echo(f"{path}: {result['n_segments']} segments, {result['n_words']} words")
+        for view in ("acoustic", "cross"):
+            for split, values in result[view].items():
+                if values:
+                    click.echo(f"  {view:8s} {split:4s} AP {100 * values['ap']:.2f}%  "
+                               f"(+{values['n_positive']} / -{values['n_negative']} pairs)")  # fmt: skip
+    if "speed" in report:
+        speed = report["speed"]
+        click.echo(f"speed: {speed['real_time_factor']:.0f}x real time, {speed['windows_per_s']:.0f} windows/s "
+                   f"({speed['threads']} threads); {speed['real_time_per_cpu_s']:.0f}x per CPU second")  # fmt: skip
+
+
+@main.command("kws-eval")
+@click.option("--ctc", "ctc_checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--kws", "kws_checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--data", "manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Held-out manifest for LibriPhrase-style trials (all splits unless --split); repeat.")
+@click.option("--split", "splits", multiple=True, help="Only these splits of the manifests.")
+@click.option("--fsdd", type=click.Path(file_okay=False, exists=True), help="Folder of <digit>_<speaker>_<take>.wav clips.")
+@click.option("--trials", type=int, default=300, show_default=True, help="Anchors per manifest (each: 1 positive, 2 negatives).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None)
+def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, seed, threads):
+    """EER/AUC of a trained reranker: LibriPhrase-style (easy/hard), fsdd digits (text and by example). Prints JSON."""
+    import torch
+
+    from archive_search.embedders.rerank import load_reranker
+    from archive_search.training.kws import evaluate_suite
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        reranker = load_reranker(ctc_checkpoint, kws_checkpoint)
+        result = evaluate_suite(reranker, manifests, fsdd, trials, seed, splits or None)
+    except ArchiveSearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from exc
+    click.echo(json.dumps(result, indent=2, default=float))
+
+
 if __name__ == "__main__":
     main()

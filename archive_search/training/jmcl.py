@@ -381,3 +381,54 @@ def embedders(model: JMCL, device: str | None = "cpu") -> tuple[JMCLAudioEmbedde
     """Inference seams over an in-memory model (for evaluation during and after training)."""
     name = model_name(model)
     return JMCLAudioEmbedder(model, name, device), JMCLTextEmbedder(model, name, device)
+
+
+def word_discrimination_ap(
+    audio: JMCLAudioEmbedder,
+    text: JMCLTextEmbedder,
+    manifests: Sequence[str | Path],
+    splits: Sequence[str] | None,
+    training_vocabulary: Iterable[str] | None,
+    max_per_word: int | None = 20,
+    max_segments: int | None = 3000,
+    seed: int = 0,
+) -> dict:
+    """The JMCL word-discrimination protocol (0.5-2 s word segments, all pairs, acoustic and cross
+    view, IV/OOV) over manifests, via archive_search.evaluation.word_discrimination."""
+    from archive_search.evaluation.word_discrimination import word_discrimination, word_segments
+
+    results = {}
+    for path in manifests:
+        pairs = load_manifests([path], splits)
+        segments = word_segments(
+            (u for u, _ in pairs), root=Path(path).parent, max_per_word=max_per_word, max_segments=max_segments,
+            seed=seed,
+        )  # fmt: skip
+        result = word_discrimination(segments, audio, text, training_vocabulary)
+        results[str(path)] = result.to_dict()
+    return results
+
+
+def encoder_speed(audio: JMCLAudioEmbedder, seconds: float = 60.0, repeats: int = 3, seed: int = 0) -> dict:
+    """Times `embed_spans` over `seconds` of noise-like audio cut into the indexer's windows
+    (every scale of WINDOW_SCALES_S, hop = length * WINDOW_HOP_FRACTION). Returns the best of
+    `repeats` as real-time factor (archive seconds per wall second) and windows per second."""
+    rng = np.random.default_rng(seed)
+    samples = (0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+    spans = []
+    for length in WINDOW_SCALES_S:
+        hop = length * WINDOW_HOP_FRACTION
+        starts = np.arange(0.0, seconds - length + 1e-9, hop)
+        spans += [(s, s + length) for s in starts]
+    spans_array = np.array(spans)
+    audio.embed_spans(samples[: 5 * SAMPLE_RATE], spans_array[:50])  # warm-up
+    best, best_cpu = math.inf, math.inf
+    for _ in range(repeats):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        audio.embed_spans(samples, spans_array)
+        best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - started_cpu)
+    # CPU seconds are reported too: on a shared machine wall time mostly measures the neighbours.
+    return {"audio_s": seconds, "windows": len(spans), "wall_s": best, "real_time_factor": seconds / best,
+            "windows_per_s": len(spans) / best, "cpu_s": best_cpu, "real_time_per_cpu_s": seconds / best_cpu,
+            "threads": torch.get_num_threads()}  # fmt: skip

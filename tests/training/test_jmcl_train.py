@@ -135,3 +135,20 @@ def test_cli_trains_and_prints_json(corpus, tmp_path):
     assert summary["steps"] == 2 and summary["n_classes"] >= 2
     bad = CliRunner().invoke(main, ["jmcl", "--data", str(corpus), "--out", str(tmp_path / "x"), "--instances", "1"])
     assert bad.exit_code != 0 and "instances" in bad.output
+
+
+def test_eval_command_reports_ap_views_and_speed(corpus, tmp_path):
+    from archive_search.embedders.jmcl import save_jmcl
+
+    checkpoint = save_jmcl(tmp_path / "tiny.pt", build_model("tiny"))
+    result = CliRunner().invoke(
+        main, ["jmcl-eval", "--checkpoint", str(checkpoint), "--data", str(corpus), "--split", "train",
+               "--train-data", str(corpus), "--speed-seconds", "3", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    scores = report["word_discrimination"][str(corpus)]
+    # Only alpha and charlie last 0.5-2 s; all toy words are in the training vocabulary.
+    assert scores["n_words"] == 2 and 0.0 < scores["acoustic"]["all"]["ap"] <= 1.0
+    assert scores["cross"]["iv"]["ap"] > 0 and scores["acoustic"]["oov"] is None
+    assert report["speed"]["windows"] > 0 and report["speed"]["real_time_factor"] > 0
