@@ -547,7 +547,16 @@ def evaluate(
     """Run every system (a `SystemRun` passes through: a peer that was skipped) and summarise."""
     runs = []
     for system in systems:
-        runs.append(system if isinstance(system, SystemRun) else run_system(system, corpus, queries, top, tolerance))
+        if isinstance(system, SystemRun):
+            runs.append(system)
+        elif isinstance(system, EngineSystem):
+            runs.append(run_system(system, corpus, queries, top, tolerance))
+        else:
+            # A peer that breaks must not cost the engine's (or other peers') results.
+            try:
+                runs.append(run_system(system, corpus, queries, top, tolerance))
+            except Exception as exc:  # noqa: BLE001 - recorded in the report instead
+                runs.append(SystemRun(system.name, None, 0.0, corpus.speech_seconds, skipped=f"failed: {type(exc).__name__}: {exc}"))
     evaluation = Evaluation(len(corpus.files), corpus.speech_seconds, list(queries), runs)
     present_groups = {g for q in queries for g in q.groups()}
     for run in runs:

@@ -16,6 +16,7 @@ priori (documented below), never tuned on the evaluation data.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -41,13 +42,16 @@ DTW_HOP_S = 0.02
 """Seconds between the MFCC frames the DTW peer matches (20 ms keeps it fast)."""
 
 
-def build_peers(names: Sequence[str], engine: EngineSystem, workdir: str | Path) -> list:
+def build_peers(names: Sequence[str], engine: EngineSystem | None = None) -> list:
     """Peer systems by name (see PEERS); each unavailable one becomes a skipped `SystemRun`."""
     systems: list = []
     transcriber = None
     for name in names:
         if name == "jmcl-only":
-            systems.append(retrieval_only(engine))
+            if engine is None:
+                systems.append(SystemRun("jmcl-only", None, 0.0, 0.0, skipped="needs the engine's index (run without --no-engine)"))
+            else:
+                systems.append(retrieval_only(engine))
         elif name == "whisper":
             try:
                 transcriber = transcriber or WhisperTranscriber()
@@ -204,8 +208,9 @@ class PocketSphinxSystem:
                 if decoder.lookup_word(word) is None:  # OOV for its dictionary: our G2P's phonemes
                     decoder.add_word(word, " ".join(word_phonemes(word)), True)
         kws = "\n".join(f"{p} /{POCKETSPHINX_KWS_THRESHOLD:g}/" for p in phrases) + "\n"
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"archive-eval-kws-{os.getpid()}.txt"
-        path.write_text(kws, encoding="utf-8")
+        with tempfile.NamedTemporaryFile("w", suffix=".kws", delete=False, encoding="utf-8") as handle:
+            handle.write(kws)  # PocketSphinx reads a keyphrase list from a file
+        path = Path(handle.name)
         try:
             decoder.add_kws("queries", str(path))
             decoder.activate_search("queries")
@@ -245,12 +250,20 @@ class PocketSphinxSystem:
 
 
 def mfcc_features(samples: np.ndarray, hop_s: float = DTW_HOP_S) -> np.ndarray:
-    """13 MFCCs with per-utterance mean and variance normalisation: (13, T)."""
+    """MFCCs 1-12 (c0, the loudness, dropped): (12, T).
+
+    No per-utterance normalisation: a query clip is one word, and its mean is not the mean of
+    an utterance, so normalising both sides would move them apart.
+    """
     import librosa
 
     hop = int(hop_s * SAMPLE_RATE)
     features = librosa.feature.mfcc(y=np.asarray(samples, np.float32), sr=SAMPLE_RATE, n_mfcc=13, n_fft=400, hop_length=hop)
-    return (features - features.mean(axis=1, keepdims=True)) / (features.std(axis=1, keepdims=True) + 1e-5)
+    return features[1:]
+
+
+def _unit_columns(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=0, keepdims=True), 1e-8)
 
 
 class DTWSystem:
@@ -279,11 +292,14 @@ class DTWSystem:
 
         query = mfcc_features(trim_silence(np.asarray(clip, np.float32)), self.hop_s)
         n = query.shape[1]
+        query_unit = _unit_columns(query)
         found = []
         for file, features in self.features.items():
             if features.shape[1] < n // 2:
                 continue
-            cost = librosa.sequence.dtw(X=query, Y=features, metric="cosine", subseq=True, backtrack=False)[-1] / n
+            # cosine distance; a silent frame (all-zero cepstrum) is at distance 1 from everything
+            distance = 1.0 - (query_unit.T @ _unit_columns(features))
+            cost = librosa.sequence.dtw(C=distance, subseq=True, backtrack=False)[-1] / n
             taken = np.zeros(cost.size, dtype=bool)
             for end in np.argsort(cost)[: 4 * top]:
                 if taken[end]:
