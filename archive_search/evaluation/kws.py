@@ -29,6 +29,7 @@ from archive_search.embedders.base import AudioEmbedder, Reranker, TextEmbedder
 from archive_search.embedders.g2p import pronounce, word_phonemes
 from archive_search.errors import DataError, EvaluationError
 from archive_search.evaluation.metrics import Curve, equal_error_rate, roc_auc, roc_curve
+from archive_search.evaluation.word_discrimination import as_vocabulary
 
 WINDOW_SIZES_S = (0.2, 0.3, 0.4, 0.6)
 """Seconds. The window lengths of JMCL Table II."""
@@ -302,7 +303,7 @@ def windowed_detection(
     rng = np.random.default_rng(seed)
     queries = [q.strip().lower() for q in queries]
     contains = np.array([[q in u.word_set() for u in utterances] for q in queries])  # (Q, U)
-    known = {w.strip().lower() for w in training_vocabulary} if training_vocabulary is not None else None
+    known = as_vocabulary(training_vocabulary)
 
     # STD exemplars: one spoken instance per query, its utterance left out of that query's trials.
     exemplars: list[np.ndarray | None] = []

@@ -29,6 +29,27 @@ IGNORED_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
 """Aligner labels that are not words."""
 
 
+class OOVList:
+    """IV/OOV by a list of out-of-vocabulary words: every other word counts as in-vocabulary.
+
+    For corpora whose training vocabulary is "everything except a fixed OOV list"
+    (archive_search/data/resources/oov_words.txt). Supports `word in vocabulary` like a set.
+    """
+
+    def __init__(self, oov: Iterable[str]):
+        self.oov = {w.strip().lower() for w in oov if w.strip()}
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and word.strip().lower() not in self.oov
+
+
+def as_vocabulary(vocabulary: Iterable[str] | OOVList | None):
+    """A membership test for IV words: an OOVList as is, any other iterable as a lower-cased set."""
+    if vocabulary is None or isinstance(vocabulary, OOVList):
+        return vocabulary
+    return {w.strip().lower() for w in vocabulary}
+
+
 @dataclass
 class WordSegment:
     """One spoken word: its 16 kHz audio and what it is."""
@@ -162,7 +183,7 @@ def word_discrimination(
 
     splits: dict[str, np.ndarray] = {"all": np.ones(len(segments), dtype=bool)}
     if training_vocabulary is not None:
-        known = {w.strip().lower() for w in training_vocabulary}
+        known = as_vocabulary(training_vocabulary)
         in_vocabulary = np.array([w in known for w in words])
         splits["iv"], splits["oov"] = in_vocabulary, ~in_vocabulary
 

@@ -159,3 +159,14 @@ def test_windowed_detection_table_ii(tmp_path):
     )
     deaf = windowed_detection(loaded, ToneAudioEmbedder(), ToneTextEmbedder(deaf=True), queries, window_sizes=(0.3,), tasks=("kws",))
     assert deaf[0].eer > 0.2
+
+
+def test_oov_list_splits_like_a_training_vocabulary():
+    from archive_search.evaluation.word_discrimination import OOVList
+
+    rng = np.random.default_rng(6)
+    segments = [WordSegment(tone(w, 0.6, rng), w, ()) for w in WORDS for _ in range(2)]
+    by_list = word_discrimination(segments, ToneAudioEmbedder(), training_vocabulary=OOVList(WORDS[4:]))
+    by_vocab = word_discrimination(segments, ToneAudioEmbedder(), training_vocabulary=WORDS[:4])
+    assert by_list.split_sizes == by_vocab.split_sizes == {"all": (12, 6), "iv": (8, 4), "oov": (4, 2)}
+    assert "ALPHA" in OOVList(["bravo"]) and "bravo" not in OOVList(["Bravo "])
