@@ -63,7 +63,15 @@ class Voice:
         return f"{self.speaker}@r{self.rate:.2f}p{self.pitch:.2f}"
 
     def with_prosody(self, rate: float, pitch: float) -> "Voice":
+        """This voice at another rate and pitch (ignored by voices with fixed prosody)."""
+        if not self.has_prosody:
+            return replace(self, rate=1.0, pitch=1.0)
         return replace(self, rate=float(rate), pitch=float(pitch))
+
+    @property
+    def has_prosody(self) -> bool:
+        """Festival's HTS voice ignores Duration_Stretch and F0 targets: its prosody is fixed."""
+        return not (self.engine == "festival" and self.name.endswith("_hts"))
 
     @property
     def held_out(self) -> bool:
@@ -172,14 +180,27 @@ def synthesize(words: Sequence[str] | str, voice: Voice) -> Synthesis:
 
 def synthesize_many(texts: Sequence[Sequence[str] | str], voice: Voice) -> list[Synthesis]:
     """Speak several texts with one voice; festival runs them in one process (its start-up is slow)."""
-    word_lists = [_clean_words(text) for text in texts]
-    if voice.engine == "espeak":
-        return [synth_espeak(words, voice) for words in word_lists]
-    if voice.engine == "flite":
-        return [synth_flite(words, voice) for words in word_lists]
-    if voice.engine == "festival":
-        return synth_festival_many(word_lists, voice)
-    raise ValueError(f"unknown TTS engine {voice.engine!r}; known: {', '.join(ENGINES)}")
+    return synthesize_batch([(text, voice) for text in texts])
+
+
+def synthesize_batch(items: Sequence[tuple[Sequence[str] | str, Voice]]) -> list[Synthesis]:
+    """Speak (text, voice) pairs, in order; festival pairs share one process per festival voice."""
+    results: list[Synthesis | None] = [None] * len(items)
+    festival: dict[str, list[int]] = {}
+    for index, (text, voice) in enumerate(items):
+        if voice.engine == "espeak":
+            results[index] = synth_espeak(_clean_words(text), voice)
+        elif voice.engine == "flite":
+            results[index] = synth_flite(_clean_words(text), voice)
+        elif voice.engine == "festival":
+            festival.setdefault(voice.name, []).append(index)
+        else:
+            raise ValueError(f"unknown TTS engine {voice.engine!r}; known: {', '.join(ENGINES)}")
+    for indices in festival.values():
+        spoken = synth_festival_items([(_clean_words(items[i][0]), items[i][1]) for i in indices])
+        for index, synthesis in zip(indices, spoken):
+            results[index] = synthesis
+    return results  # type: ignore[return-value]
 
 
 def _clean_words(text: Sequence[str] | str) -> list[str]:
@@ -624,35 +645,50 @@ def _scheme_string(text: str) -> str:
 
 
 def synth_festival_many(word_lists: Sequence[Sequence[str]], voice: Voice) -> list[Synthesis]:
-    """festival in batch mode: one scheme script speaks every text and saves wave, segs, words."""
+    """festival: several texts with one voice in one process."""
+    return synth_festival_items([(words, voice) for words in word_lists])
+
+
+def synth_festival_items(items: Sequence[tuple[Sequence[str], Voice]]) -> list[Synthesis]:
+    """festival in batch mode: one scheme script speaks every (words, voice) pair of one festival
+    voice, each with its own rate and pitch, and saves wave, segs and words files."""
     binary = _require("festival", "festival")
-    if voice.name not in _festival_voices():
+    names = {voice.name for _, voice in items}
+    if len(names) > 1:
+        raise ValueError(f"one festival voice per batch, not {sorted(names)}")
+    if not items:
+        return []
+    name = items[0][1].name
+    if name not in _festival_voices():
         raise MissingToolError(
-            f"festival has no voice {voice.name!r} (installed: {', '.join(_festival_voices()) or 'none'}; "
+            f"festival has no voice {name!r} (installed: {', '.join(_festival_voices()) or 'none'}; "
             "Debian packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts)"
         )
-    word_lists = [_clean_words(words) for words in word_lists]
+    items = [(_clean_words(words), voice) for words, voice in items]
+    diphone = name.endswith("_diphone")
     results = []
     with tempfile.TemporaryDirectory(prefix="festival-") as folder:
-        lines = [f"(voice_{voice.name})", f"(Parameter.set 'Duration_Stretch {1.0 / voice.rate:.4f})"]
-        if voice.pitch != 1.0 and voice.name.endswith("_diphone"):
-            # diphone voices take their F0 target from int_lr_params; prepend a scaled mean
-            lines.append(
-                "(set! int_lr_params (cons (list 'target_f0_mean (* "
-                f"{voice.pitch:.4f} (cadr (assoc 'target_f0_mean int_lr_params)))) int_lr_params))"
-            )
-        for k, words in enumerate(word_lists):
+        lines = [f"(voice_{name})"]
+        if diphone:  # diphone voices take their F0 target from int_lr_params
+            lines.append("(set! base_f0_mean (cadr (assoc 'target_f0_mean int_lr_params)))")
+        for k, (words, voice) in enumerate(items):
+            lines.append(f"(Parameter.set 'Duration_Stretch {1.0 / voice.rate:.4f})")
+            if diphone:
+                lines.append(
+                    f"(set! int_lr_params (cons (list 'target_f0_mean (* {voice.pitch:.4f} base_f0_mean)) int_lr_params))"
+                )
             base = _scheme_string(str(Path(folder) / f"u{k}"))
             lines += [
                 f"(set! utt{k} (utt.synth (Utterance Text {_scheme_string(' '.join(words))})))",
                 f"(utt.save.wave utt{k} (string-append {base} \".wav\") 'riff)",
                 f"(utt.save.segs utt{k} (string-append {base} \".segs\"))",
                 f"(utt.save.words utt{k} (string-append {base} \".words\"))",
+                f"(set! utt{k} nil)",
             ]
         script = Path(folder) / "speak.scm"
         script.write_text("\n".join(lines) + "\n", encoding="utf-8")
         result = subprocess.run([binary, "--batch", str(script)], capture_output=True, text=True, check=False)
-        for k, words in enumerate(word_lists):
+        for k, (words, voice) in enumerate(items):
             wav = Path(folder) / f"u{k}.wav"
             if result.returncode != 0 or not wav.is_file():
                 raise DataError(f"festival failed on {' '.join(words)!r}: {(result.stderr or result.stdout).strip()[-300:]}")

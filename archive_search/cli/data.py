@@ -1,0 +1,108 @@
+"""`archive-data`: make synthetic corpora and episodes, import real corpora into manifests."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from archive_search.errors import ArchiveSearchError
+
+
+def _fail(error: ArchiveSearchError) -> None:
+    click.echo(f"archive-data: error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _progress(total_seconds: float, label: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(total_seconds / 60, 1), unit="min", desc=label, file=sys.stderr, dynamic_ncols=True)
+    return bar, lambda seconds: bar.update(round(seconds / 60, 3))
+
+
+def _emit(payload: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        for key, value in payload.items():
+            click.echo(f"{key}: {value}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Training data for archive-search: synthetic speech and real-corpus manifests."""
+
+
+@main.command()
+@click.option("--hours", type=float, required=True, help="Audio hours to generate (about).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--min-instances", type=int, default=5, show_default=True, help="Spoken instances per training word.")
+@click.option("--test-fraction", type=float, default=0.05, show_default=True, help="Share for held-out voices.")
+@click.option("--engine", "engines", multiple=True, type=click.Choice(["espeak", "flite", "festival"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def synth(hours, out, seed, jobs, min_instances, test_fraction, engines, as_json) -> None:
+    """Synthesize a multi-voice corpus with word and phone times into OUT (cached, resumable)."""
+    from archive_search.data.synth import generate_corpus
+
+    bar, update = _progress(hours * 3600, "synth")
+    try:
+        report = generate_corpus(out, hours, seed, jobs, min_instances, test_fraction, engines or None, update)
+    except ArchiveSearchError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    _emit(
+        {
+            "out": str(report.out), "clips": report.clips, "hours": round(report.hours, 4), "splits": report.splits,
+            "vocabulary": report.vocabulary, "oov_in_test": report.oov, "shards_made": report.shards_made,
+            "shards_cached": report.shards_cached, "seconds": round(report.seconds, 1),
+            "audio_hours_per_minute": round(report.hours_per_minute, 4),
+        },  # fmt: skip
+        as_json,
+    )
+
+
+@main.command()
+@click.option("--minutes", type=float, required=True, help="Length of each episode in minutes.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--count", type=int, default=1, show_default=True, help="Number of episodes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True)
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="'test' speaks with the held-out voices.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def episodes(minutes, out, count, seed, jobs, split, as_json) -> None:
+    """Long multi-speaker 'podcast' recordings with word times (for search tests and benchmarks)."""
+    from archive_search.data.synth import generate_episodes
+
+    bar, update = _progress(minutes * 60 * count, "episodes")
+    try:
+        report = generate_episodes(out, minutes, count, seed, jobs, split, update)
+    except ArchiveSearchError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    _emit(
+        {"out": str(report.out), "episodes": report.episodes, "hours": round(report.hours, 4),
+         "seconds": round(report.seconds, 1), "manifest": str(Path(out) / "manifest.jsonl")},  # fmt: skip
+        as_json,
+    )
+
+
+@main.command()
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+def voices(split) -> None:
+    """List the installed base voices of a split."""
+    from archive_search.data.tts import voices as list_voices
+
+    for voice in list_voices(split):
+        click.echo(voice.speaker)
+
+
+if __name__ == "__main__":
+    main()
