@@ -55,7 +55,15 @@ PHRASE_MAX_GAP_S = 0.3
 """Seconds. Drawn phrases are words spoken back to back, with at most this pause between them."""
 
 DEFAULT_THRESHOLD = 0.5
-"""The decision threshold ATWV is reported at when a system names none of its own."""
+"""The decision threshold ATWV is reported at when a system names none of its own (the
+reranker's scores are probabilities: 0.5 is its own decision point)."""
+
+
+def engine_threshold() -> float:
+    """The engine's own default threshold if it declares one (search.engine.DEFAULT_THRESHOLD)."""
+    from archive_search.search import engine
+
+    return float(getattr(engine, "DEFAULT_THRESHOLD", DEFAULT_THRESHOLD))
 
 
 # --------------------------------------------------------------------------- corpus and truth
@@ -348,7 +356,7 @@ class EngineSystem:
         self.archive = Archive.open(index_dir, models=models)
         self.name = name
         self.rerank = rerank
-        self.threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        self.threshold = engine_threshold() if threshold is None else threshold
         self.reuses_index = False
         self.note = "" if rerank else "searched without the ParallelKWS rerank"
 
