@@ -94,6 +94,30 @@ def episodes(minutes, out, count, seed, jobs, split, as_json) -> None:
     )
 
 
+@main.command(name="import")
+@click.argument("kind", type=click.Choice(["librispeech", "fsdd", "speechcommands", "libriphrase"]))
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Manifest to write (.jsonl).")
+@click.option("--split", default=None, help="Split to record (default: train; libriphrase: test; "
+              "speechcommands: from its validation/testing lists).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def import_corpus(kind, src, out, split, as_json) -> None:
+    """Turn a real corpus at SRC into a manifest of utterances (LibriSpeech+TextGrids, fsdd,
+    Speech Commands folders, a LibriPhrase CSV)."""
+    from archive_search.data.loaders import LOADERS
+    from archive_search.data.manifest import write_manifest
+
+    try:
+        loader = LOADERS[kind]
+        utterances = loader(src) if split is None else loader(src, split=split)
+        count = write_manifest(out, utterances)
+    except ArchiveSearchError as error:
+        _fail(error)
+    hours = sum(u.duration for u in utterances) / 3600
+    aligned = sum(1 for u in utterances if u.words)
+    _emit({"manifest": str(out), "utterances": count, "hours": round(hours, 4), "with_word_times": aligned}, as_json)
+
+
 @main.command()
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 def voices(split) -> None:
