@@ -136,10 +136,13 @@ def load_bundle(kind: str):
 
 
 def percentile(values, q):
-    return float(np.percentile(np.asarray(values) * 1000.0, q))
+    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 1)
 
 
 def query_latency(archive, queries: list[str], audio_queries: list[np.ndarray]) -> dict:
+    from archive_search import Archive
+    from archive_search.embedders.registry import ModelBundle
+
     for q in queries[:2]:
         archive.search(q, top=10)  # warm up: G2P, model caches, FAISS load
     text_times = []
@@ -147,12 +150,27 @@ def query_latency(archive, queries: list[str], audio_queries: list[np.ndarray]) 
         started = time.perf_counter()
         archive.search(q, top=10)
         text_times.append(time.perf_counter() - started)
+    models = archive.models
+    plain = Archive.open(archive.path, ModelBundle(models.name, models.audio, models.text, None))
+    plain.search(queries[0], top=10)
+    retrieval_times = []
+    for q in queries:
+        started = time.perf_counter()
+        plain.search(q, top=10)
+        retrieval_times.append(time.perf_counter() - started)
+    plain.close()
     audio_times = []
     for clip in audio_queries:
         started = time.perf_counter()
         archive.search_audio(clip, top=10)
         audio_times.append(time.perf_counter() - started)
-    result = {"text_queries": len(text_times), "text_p50_ms": percentile(text_times, 50), "text_p95_ms": percentile(text_times, 95)}
+    result = {
+        "text_queries": len(text_times),
+        "text_p50_ms": percentile(text_times, 50),
+        "text_p95_ms": percentile(text_times, 95),
+        "text_no_rerank_p50_ms": percentile(retrieval_times, 50),
+        "text_no_rerank_p95_ms": percentile(retrieval_times, 95),
+    }
     if audio_times:
         result.update(audio_queries=len(audio_times), audio_p50_ms=percentile(audio_times, 50), audio_p95_ms=percentile(audio_times, 95))
     return result
