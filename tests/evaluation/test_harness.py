@@ -118,9 +118,11 @@ def test_end_to_end_evaluation_of_engine_and_peers(corpus_dir, tmp_path):
 
     good = evaluation.summary("engine", "text")
     bad = evaluation.summary("random", "text")
-    # the fake models find tone words nearly perfectly; random detections do not
-    assert good.mtwv > 0.8 and good.map > 0.8
-    assert bad.mtwv < 0.1 and bad.map < good.map
+    # the fake models rank tone words nearly perfectly; random detections do not. (MTWV stays
+    # below 1 here: in 30 s of speech one false alarm costs 999.9/30, so any duplicate hit of
+    # an occurrence above the last true hit pulls it down.)
+    assert good.map > 0.8 and good.mtwv > 0.2
+    assert bad.mtwv < 0.1 and bad.map < good.map - 0.5
     assert bad.atwv < 0  # false alarms cost more than the few lucky hits gain
     assert evaluation.summary("engine", "absent").n_queries == 1
     assert evaluation.summary("random", "absent").false_alarms > 0
