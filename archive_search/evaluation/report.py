@@ -142,12 +142,40 @@ def search_report(evaluation: Evaluation, title: str = "Search evaluation", comm
             rows.append([group, s.system, s.n_queries, s.n_occurrences, s.atwv, s.mtwv, s.mtwv_threshold, s.map, s.p_at_5,
                          s.miss_at_1fa_per_hour, s.false_alarms, s.false_alarms_per_hour, s.latency_p50_ms, s.latency_p95_ms])  # fmt: skip
     parts += [markdown_table(header, rows), ""]
+    parts += comparison(evaluation)
     errors = [(run.name, r.query.text, r.error) for run in evaluation.systems for r in run.runs if r.error]
     if errors:
         parts += ["## Query errors", ""] + [f"- {name}: `{text}`: {error}" for name, text, error in errors[:20]] + [""]
     if plots:
         parts += ["## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()] + [""]
     return "\n".join(parts)
+
+
+def comparison(evaluation: Evaluation, reference: str = "engine", margin: float = 0.005) -> list[str]:
+    """Lines saying plainly where a peer beats the engine (MTWV, MAP, indexing speed)."""
+    runs = {r.name: r for r in evaluation.systems if not r.skipped}
+    if reference not in runs or len(runs) < 2:
+        return []
+    lines = []
+    for group in dict.fromkeys(s.group for s in evaluation.summaries):
+        ours = evaluation.summary(reference, group)
+        if ours is None or ours.mtwv is None:
+            continue
+        for other in (s for s in evaluation.summaries if s.group == group and s.system != reference):
+            if other.mtwv is not None and other.mtwv > ours.mtwv + margin:
+                lines.append(f"- `{group}`: **{other.system}** MTWV {other.mtwv:.3f} > engine {ours.mtwv:.3f}")
+            elif other.map is not None and ours.map is not None and other.map > ours.map + margin:
+                lines.append(f"- `{group}`: **{other.system}** MAP {other.map:.3f} > engine {ours.map:.3f} (MTWV not higher)")
+    engine_run = runs[reference]
+    for run in runs.values():
+        if run.name != reference and run.index_seconds > 0 and engine_run.index_seconds > 0 and run.speed > engine_run.speed:
+            lines.append(f"- indexing: **{run.name}** {run.speed:.1f}x real time > engine {engine_run.speed:.1f}x")
+    absent = {s.system: s for s in evaluation.summaries if s.group == "absent"}
+    if reference in absent:
+        for name, row in absent.items():
+            if name != reference and row.false_alarms < absent[reference].false_alarms and runs[name].threshold is not None:
+                lines.append(f"- absent terms: **{name}** {row.false_alarms} false alarms < engine {absent[reference].false_alarms}")
+    return ["## Where a peer beats the engine", ""] + (lines or ["- nowhere in this run"]) + [""]
 
 
 def write_search_report(evaluation: Evaluation, out: str | Path, title: str = "Search evaluation", command: str | None = None) -> Path:

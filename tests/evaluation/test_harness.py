@@ -137,10 +137,13 @@ def test_end_to_end_evaluation_of_engine_and_peers(corpus_dir, tmp_path):
     report = write_search_report(evaluation, tmp_path / "out", command="archive-eval search ...")
     text = report.read_text()
     assert "| text | engine |" in text and "det.png" in text
+    # the random peer beats the engine nowhere, and the report says where anyone does
+    section = text.split("## Where a peer beats the engine")[1].split("##")[0]
+    assert "random" not in section
     for png in ("det.png", "scores.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert {s["group"] for s in results["summaries"]} >= {"all", "text", "spoken", "absent"}
+    assert {s["group"] for s in results["summaries"]} >= {"text", "text/long", "text/iv", "spoken", "absent"}
 
 
 def test_corpus_without_word_times_is_refused(tmp_path):
