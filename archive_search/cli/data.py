@@ -118,6 +118,34 @@ def import_corpus(kind, src, out, split, as_json) -> None:
     _emit({"manifest": str(out), "utterances": count, "hours": round(hours, 4), "with_word_times": aligned}, as_json)
 
 
+@main.command(name="pseudo-label")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Manifest to write (.jsonl).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--min-probability", type=float, default=0.0, show_default=True, help="Drop less certain words.")
+@click.option("--json", "as_json", is_flag=True)
+def pseudo_label_command(src, out, split, threads, min_probability, as_json) -> None:
+    """Noisy word/phone times for untranscribed audio under SRC (faster-whisper tiny.en, offline)."""
+    import soundfile as sf
+
+    from archive_search.data.manifest import write_manifest
+    from archive_search.data.pseudolabel import audio_files, pseudo_label
+
+    files = audio_files(src)
+    total = sum(sf.info(str(f)).duration for f in files)
+    bar, update = _progress(total, "pseudo-label")
+    try:
+        utterances = list(pseudo_label(files, split, threads=threads, min_probability=min_probability, progress=update))
+        count = write_manifest(out, utterances)
+    except ArchiveSearchError as error:
+        bar.close()
+        _fail(error)
+    bar.close()
+    _emit({"manifest": str(out), "utterances": count, "hours": round(total / 3600, 4),
+           "words": sum(len(u.words) for u in utterances)}, as_json)  # fmt: skip
+
+
 @main.command()
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 def voices(split) -> None:

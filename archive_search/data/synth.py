@@ -36,7 +36,7 @@ import soundfile as sf
 
 from archive_search.audio import SAMPLE_RATE
 from archive_search.data.manifest import AlignedUnit, Utterance, write_manifest
-from archive_search.data.tts import Synthesis, Voice, synthesize_many, voices
+from archive_search.data.tts import Synthesis, Voice, synthesize_batch, synthesize_many, voices
 from archive_search.errors import DataError
 
 MAX_WORDS = 12
@@ -287,16 +287,12 @@ def _render_shard(args: tuple[int, list[ClipSpec], str, str]) -> tuple[int, str,
     """Synthesize one shard in this (fresh) process; returns (shard, shard manifest, seconds)."""
     shard, specs, out_dir, shard_name = args
     out = Path(out_dir)
-    by_voice: dict[Voice, list[ClipSpec]] = defaultdict(list)
-    for spec in specs:
-        by_voice[spec.voice].append(spec)
     rendered: dict[str, Utterance] = {}
-    for voice, group in by_voice.items():  # dict order = first appearance: deterministic
-        for spec, synthesis in zip(group, synthesize_many([s.words for s in group], voice)):
-            relative = f"audio/{shard:05d}/{spec.id}.flac"
-            samples = _peak_normalise(synthesis.samples)
-            _write_audio(out / relative, samples)
-            rendered[spec.id] = _utterance(spec, synthesis, relative)
+    # one call: festival runs once per festival voice for the whole shard (its start-up is slow)
+    for spec, synthesis in zip(specs, synthesize_batch([(s.words, s.voice) for s in specs])):
+        relative = f"audio/{shard:05d}/{spec.id}.flac"
+        _write_audio(out / relative, _peak_normalise(synthesis.samples))
+        rendered[spec.id] = _utterance(spec, synthesis, relative)
     utterances = [rendered[spec.id] for spec in specs]
     manifest = out / "shards" / shard_name
     write_manifest(manifest, utterances)
