@@ -355,7 +355,7 @@ def train_jmcl(
         scheduler.step()
         step += 1
         values = loss.as_floats()
-        values.update(grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0], scale=float(model.logit_scale()))
+        values.update(grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0], scale=float(model.logit_scale().detach()))
         for key, value in values.items():
             running[key] += value
         counted += 1
