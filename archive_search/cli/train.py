@@ -98,7 +98,7 @@ def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob
 
 
 @main.command()
-@click.option("--config", "config_name", type=click.Choice(["paper", "tiny"]), default="paper", show_default=True)
+@click.option("--config", "config_name", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True)
 @click.option("--data", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True),
               help="Training manifest with word and phone alignments; repeat for several.")
 @click.option("--split", "splits", multiple=True, default=("train",), show_default=True)

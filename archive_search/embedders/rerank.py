@@ -36,6 +36,8 @@ class KWSReranker:
     model: ParallelKWS
     name: str = "parallelkws"
     device: str = "cpu"
+    qbe_features: str = "conformer"
+    """Frames that query-by-example DTW compares: "conformer" states or normalised "fbank"."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
@@ -65,10 +67,17 @@ class KWSReranker:
 
     @torch.no_grad()
     def frame_states(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Clips -> unit-normalised conformer states, one (T'_i, d_model) array per clip."""
+        """Clips -> unit-normalised frames for DTW, one (T_i, D) array per clip: conformer
+        states (40 ms) or, with qbe_features="fbank", the normalised log-mel frames averaged
+        over 4 (40 ms too)."""
         result = []
         for batch in _batches(clips):
             feats, lengths = fbank_batch(batch, self.speech.dims.n_mels)
+            if self.qbe_features == "fbank":
+                pooled = torch.nn.functional.avg_pool1d(feats.transpose(1, 2), 4, 4, ceil_mode=True).transpose(1, 2)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                result += [pooled[row, : int((lengths[row] + 3) // 4)] for row in range(len(batch))]
+                continue
             out = self.speech(feats.to(self.device), lengths.to(self.device))
             hidden = torch.nn.functional.normalize(out.hidden, dim=-1).cpu().numpy()
             result += [hidden[row, : int(out.lengths[row])] for row in range(len(batch))]

@@ -40,7 +40,7 @@ SKIP_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
 class CTCTrainConfig:
     """One CTC training run; stored in the checkpoint's `extra` and in run.json."""
 
-    config: str = "paper"  # paper | tiny
+    config: str = "fast"  # fast | paper | tiny
     steps: int = 2000
     batch_seconds: float = 60.0
     max_segment_s: float = 6.0
@@ -192,7 +192,7 @@ def train_ctc(
     weights = np.array([it.duration for it in items])
     weights /= weights.sum()
 
-    dims = CTCDims.tiny() if config.config == "tiny" else CTCDims.paper()
+    dims = {"tiny": CTCDims.tiny, "fast": CTCDims.fast, "paper": CTCDims.paper}[config.config]()
     model = CTCConformer(dims)
     if resume and (out_dir / LAST_CHECKPOINT).is_file():
         model, _ = load_ctc(out_dir / LAST_CHECKPOINT)

@@ -14,6 +14,7 @@ The conformer is frozen (its CTC checkpoint); Adam, lr 1e-3, BCE + 0.3 * PDA (th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -362,3 +363,47 @@ def train_kws(
         valid=valid_result,
         n_utterances=len(items),
     )
+
+
+# --------------------------------------------------------------------------- the model card's figures
+
+
+def evaluate_fsdd(reranker, folder: str | Path, per_digit: int = 30, seed: int = 0) -> dict:
+    """Text-enrolled KWS on spoken digits (every other digit is a negative, as the papers treat
+    Speech Commands) and query by example with `score_audio` (one clip of each digit per
+    speaker as the query, every other clip scored against it)."""
+    from archive_search.audio import trim_silence
+    from archive_search.evaluation.kws import BinaryResult, RerankerScorer, clip_kws, load_labelled_clips
+
+    names = {str(i): w for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+    clips, labels, paths = load_labelled_clips(folder, max_per_label=per_digit, seed=seed)
+    clips = [trim_silence(c) for c in clips]
+    text = clip_kws(clips, [names.get(label, label) for label in labels], RerankerScorer(reranker))
+    # query by example: per digit, two random clips as queries against all other clips
+    qbe = {}
+    for features in ("conformer", "fbank"):
+        scorer = dataclasses.replace(reranker, qbe_features=features)
+        rng = np.random.default_rng(seed)  # the same queries for both feature kinds
+        truth, scores = [], []
+        for label in sorted(set(labels)):
+            indices = [i for i, l in enumerate(labels) if l == label]
+            for query_index in rng.choice(indices, size=min(2, len(indices)), replace=False):
+                others = [i for i in range(len(clips)) if i != query_index]
+                scores.append(scorer.score_audio([clips[i] for i in others], clips[query_index]))
+                truth.append(np.array([labels[i] == label for i in others]))
+        qbe[f"qbe_dtw_{features}"] = BinaryResult.from_trials(np.concatenate(truth), np.concatenate(scores)).to_dict()
+    text_result = text.to_dict()
+    text_result.pop("per_keyword")
+    return {"text": text_result, **qbe, "clips": len(clips)}
+
+
+def evaluate_suite(reranker, manifests: Sequence[str | Path] = (), fsdd: str | Path | None = None,
+                   n_trials: int = 300, seed: int = 0, splits: Sequence[str] | None = None) -> dict:
+    """LibriPhrase-style EER/AUC per manifest (tight and region) and the fsdd figures."""
+    result: dict = {"reranker": reranker.name}
+    for manifest in manifests:
+        items = load_aligned(load_manifests([manifest], splits))
+        result[Path(manifest).name] = evaluate_phrases(reranker, items, n_trials, seed)
+    if fsdd:
+        result["fsdd"] = evaluate_fsdd(reranker, fsdd, seed=seed)
+    return result

@@ -45,6 +45,8 @@ def test_score_audio_prefers_the_region_holding_the_clip():
     query = regions[1].copy()
     scores = reranker.score_audio(regions, query)
     assert scores.shape == (3,) and np.argmax(scores) == 1 and scores[1] == pytest.approx(1.0, abs=1e-5)
+    fbank = KWSReranker(reranker.model, qbe_features="fbank").score_audio(regions, query)
+    assert np.argmax(fbank) == 1 and fbank[1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_load_reranker_round_trip(tmp_path):
