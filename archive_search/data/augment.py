@@ -24,6 +24,18 @@ from archive_search.errors import MissingToolError
 Augmented = tuple[np.ndarray, dict]
 
 
+def _nonempty(function):
+    """Empty input comes back unchanged (with a description saying so) instead of failing."""
+
+    @functools.wraps(function)
+    def wrapper(samples: np.ndarray, rng: np.random.Generator, *args, **kwargs) -> Augmented:
+        if len(samples) == 0:
+            return _f32(samples), {"op": function.__name__, "skipped": "empty"}
+        return function(samples, rng, *args, **kwargs)
+
+    return wrapper
+
+
 def _f32(samples: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(samples, dtype=np.float32)
 
@@ -44,6 +56,7 @@ def _mix(samples: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- tempo and pitch
 
 
+@_nonempty
 def speed(samples: np.ndarray, rng: np.random.Generator, low: float = 0.85, high: float = 1.15) -> Augmented:
     """Speed perturbation by resampling (tempo and pitch together, as Kaldi's): factor > 1 is
     faster. Alignment times must be multiplied by the returned `time_scale` (= 1 / factor)."""
@@ -52,23 +65,47 @@ def speed(samples: np.ndarray, rng: np.random.Generator, low: float = 0.85, high
     return _f32(out), {"op": "speed", "factor": round(factor, 4), "time_scale": round(1 / factor, 6)}
 
 
-def pitch(samples: np.ndarray, rng: np.random.Generator, semitones: float = 3.0) -> Augmented:
-    """Pitch shift by up to +-`semitones` without changing duration (librosa phase vocoder)."""
-    import librosa
+_PV_FFT, _PV_HOP = 512, 128
+"""Phase vocoder STFT for pitch shifts: 32 ms windows, 8 ms hop (a longer window smears onsets)."""
 
+
+def _phase_vocoder(spectrum: np.ndarray, rate: float) -> np.ndarray:
+    """Time-stretch an STFT (bins, frames) by `rate` (< 1 = longer), keeping phase coherent."""
+    bins, frames = spectrum.shape
+    steps = np.arange(0, frames, rate)
+    advance = np.linspace(0, np.pi * _PV_HOP, bins)
+    padded = np.pad(spectrum, [(0, 0), (0, 2)])
+    phase = np.angle(padded[:, 0])
+    out = np.empty((bins, len(steps)), dtype=np.complex64)
+    for t, step in enumerate(steps):
+        left, right = padded[:, int(step)], padded[:, int(step) + 1]
+        alpha = step - int(step)
+        out[:, t] = ((1 - alpha) * np.abs(left) + alpha * np.abs(right)) * np.exp(1j * phase)
+        delta = np.angle(right) - np.angle(left) - advance
+        phase = phase + advance + (delta - 2 * np.pi * np.round(delta / (2 * np.pi)))
+    return out
+
+
+@_nonempty
+def pitch(samples: np.ndarray, rng: np.random.Generator, semitones: float = 3.0) -> Augmented:
+    """Pitch shift by up to +-`semitones` without changing duration: phase-vocoder stretch by the
+    pitch ratio, then resample back (numpy/scipy/soxr; no JIT warm-up)."""
     steps = float(rng.uniform(-semitones, semitones))
-    if len(samples) < 512:
+    if len(samples) < _PV_FFT:
         return _f32(samples), {"op": "pitch", "semitones": 0.0}
-    # a speech-sized STFT (32 ms): the default 128 ms smears syllable onsets by tens of ms
-    out = librosa.effects.pitch_shift(
-        _f32(samples), sr=SAMPLE_RATE, n_steps=steps, res_type="soxr_hq", n_fft=512, hop_length=128
-    )
-    return _f32(out[: len(samples)]), {"op": "pitch", "semitones": round(steps, 3)}
+    ratio = 2 ** (steps / 12)
+    overlap = _PV_FFT - _PV_HOP
+    _, _, spectrum = signal.stft(samples, nperseg=_PV_FFT, noverlap=overlap)
+    _, stretched = signal.istft(_phase_vocoder(spectrum, 1 / ratio), nperseg=_PV_FFT, noverlap=overlap)
+    out = soxr.resample(_f32(stretched), SAMPLE_RATE * ratio, SAMPLE_RATE)[: len(samples)]
+    out = np.pad(out, (0, len(samples) - len(out)))
+    return _f32(out), {"op": "pitch", "semitones": round(steps, 3)}
 
 
 # ----------------------------------------------------------------------------- additive noise
 
 
+@_nonempty
 def coloured_noise(
     samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float] = (5.0, 25.0)
 ) -> Augmented:
@@ -83,6 +120,7 @@ def coloured_noise(
     return _mix(samples, noise, snr), {"op": "coloured_noise", "beta": round(beta, 3), "snr_db": round(snr, 2)}
 
 
+@_nonempty
 def babble(
     samples: np.ndarray,
     rng: np.random.Generator,
@@ -111,8 +149,10 @@ def babble(
 @functools.lru_cache(maxsize=1)
 def babble_pool(count: int = 12) -> tuple[np.ndarray, ...]:
     """Sentences spoken by assorted training voices, synthesized once per process (espeak-ng)."""
-    from archive_search.data.tts import Voice, synth_espeak
+    from archive_search.audio import resample
+    from archive_search.data.tts import Voice, _espeak
 
+    engine = _espeak()  # raw audio only: babble needs no alignment (and no dictionary load)
     sentences = [
         "we talked about the weather and the long road home",
         "she opened the window and looked at the garden",
@@ -126,10 +166,12 @@ def babble_pool(count: int = 12) -> tuple[np.ndarray, ...]:
     clips = []
     for k in range(count):
         voice = Voice("espeak", languages[k % len(languages)], variants[k % len(variants)], 1.0 + 0.05 * (k % 4), 0.9 + 0.05 * (k % 5))
-        clips.append(synth_espeak(sentences[k % len(sentences)].split(), voice).samples)
+        raw, _ = engine.speak(sentences[k % len(sentences)], voice)
+        clips.append(resample(raw.astype(np.float32) / 32768.0, engine.sample_rate, SAMPLE_RATE))
     return tuple(clips)
 
 
+@_nonempty
 def music(samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float] = (5.0, 20.0)) -> Augmented:
     """Music-like background: a melody of harmonic notes over chords, with enveloped beats."""
     n = len(samples)
@@ -200,6 +242,7 @@ def simulated_rirs(count: int = 24, seed: int = 0) -> tuple[np.ndarray, ...]:
     return tuple(rirs)
 
 
+@_nonempty
 def reverb(samples: np.ndarray, rng: np.random.Generator, rirs: Sequence[np.ndarray] | None = None) -> Augmented:
     """Convolve with a simulated room impulse response; same length and level, no delay."""
     bank = rirs if rirs is not None else simulated_rirs()
@@ -221,6 +264,7 @@ def _band(low: float | None, high: float | None, order: int = 4) -> np.ndarray:
     return signal.butter(order, high, btype="lowpass", fs=SAMPLE_RATE, output="sos")
 
 
+@_nonempty
 def telephone(samples: np.ndarray, rng: np.random.Generator) -> Augmented:
     """Narrow-band telephone channel: 300-3400 Hz, 8 kHz sampling, optional mu-law companding."""
     low, high = float(rng.uniform(200, 400)), float(rng.uniform(3000, 3600))
@@ -238,6 +282,7 @@ def telephone(samples: np.ndarray, rng: np.random.Generator) -> Augmented:
     return _f32(out), {"op": "telephone", "low_hz": round(low), "high_hz": round(high), "mulaw": mulaw}
 
 
+@_nonempty
 def podcast_band(samples: np.ndarray, rng: np.random.Generator) -> Augmented:
     """A podcast/voice chain: high-pass rumble filter, low-pass 4-7.5 kHz, light compression."""
     low, high = float(rng.uniform(50, 150)), float(rng.uniform(4000, 7500))
@@ -248,6 +293,7 @@ def podcast_band(samples: np.ndarray, rng: np.random.Generator) -> Augmented:
     return _f32(out), {"op": "podcast_band", "low_hz": round(low), "high_hz": round(high), "drive": round(drive, 2)}
 
 
+@_nonempty
 def codec(
     samples: np.ndarray, rng: np.random.Generator, kinds: Sequence[str] = ("mp3", "opus")
 ) -> Augmented:
@@ -272,6 +318,7 @@ def codec(
     return _f32(out), {"op": "codec", "codec": kind, "level": round(level, 3), "kbps": round(kbps, 1)}
 
 
+@_nonempty
 def gain(samples: np.ndarray, rng: np.random.Generator, low_db: float = -18.0, high_db: float = 6.0) -> Augmented:
     """Scale by a random gain in dB; what would exceed full scale is clipped, as a recorder would."""
     db = float(rng.uniform(low_db, high_db))

@@ -70,6 +70,16 @@ def test_speed_reports_its_time_scale():
     assert augment.time_scale([info, {"op": "gain"}]) == info["time_scale"]
 
 
+def test_pitch_moves_a_tone_by_the_reported_semitones():
+    t = np.arange(N) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    out, info = augment.pitch(tone, np.random.default_rng(4), semitones=4.0)
+    middle = out[SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + 8000]
+    peak = np.argmax(np.abs(np.fft.rfft(middle))) * SAMPLE_RATE / len(middle)
+    assert abs(info["semitones"]) > 0.5
+    assert peak == pytest.approx(300 * 2 ** (info["semitones"] / 12), abs=4)
+
+
 def test_noise_is_mixed_at_the_reported_snr():
     x = _speechlike()
     out, info = augment.coloured_noise(x, np.random.default_rng(1))
@@ -107,3 +117,12 @@ def test_random_chain_records_its_steps():
     assert {"speed", "reverb", "gain"} <= seen
     plain = augment.random_augment(x, np.random.default_rng(6))
     assert isinstance(plain, np.ndarray) and plain.shape == x.shape
+
+
+@pytest.mark.parametrize("function", [augment.speed, *TIME_PRESERVING], ids=lambda f: f.__name__)
+def test_empty_and_tiny_inputs(function):
+    rng = np.random.default_rng(0)
+    empty, info = function(np.zeros(0, np.float32), rng)
+    assert len(empty) == 0 and info["skipped"] == "empty"
+    tiny, _ = function(np.full(40, 0.1, np.float32), rng)
+    assert np.isfinite(tiny).all() and (function is augment.speed or len(tiny) == 40)
