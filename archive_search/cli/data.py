@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def _emit(payload: dict, as_json: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Training data for archive-search: synthetic speech and real-corpus manifests."""
+    # SIGTERM unwinds like Ctrl-C, so worker pools are terminated instead of orphaned
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
 
 
 @main.command()
