@@ -327,9 +327,13 @@ def train_jmcl(
         step = int(state["step"]) if state else 0
     scheduler = onecycle(optimizer, config.steps, config.lr, config.warmup, start_step=step)
     log = LossLog(out_dir, resume=resume and step > 0)
-    (out_dir / "run.json").write_text(json.dumps({"config": asdict(config), "manifests": [str(m) for m in manifests],
-                                                  "n_instances": len(bank.instances), "n_classes": len(bank.classes),
-                                                  "n_words": len(bank.words)}, indent=1))  # fmt: skip
+    # run.json keeps one entry per invocation, so a run resumed on more data records every stage.
+    run_path = out_dir / "run.json"
+    stages = json.loads(run_path.read_text()).get("stages", []) if resume and run_path.is_file() else []
+    stages.append({"from_step": step, "config": asdict(config), "manifests": [str(m) for m in manifests],
+                   "n_instances": len(bank.instances), "n_classes": len(bank.classes), "n_words": len(bank.words),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+    run_path.write_text(json.dumps({"stages": stages}, indent=1))
     augment = _augmenter() if config.augment_prob > 0 else None
     started = time.perf_counter()
     last = {"loss": float("nan")}

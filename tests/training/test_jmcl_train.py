@@ -111,6 +111,8 @@ def test_training_checkpoints_and_resumes(corpus, tmp_path):
     resumed = train_jmcl(longer, [corpus], tmp_path / "run", resume=True)
     assert resumed.steps == 8
     assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 9
+    stages = json.loads((tmp_path / "run" / "run.json").read_text())["stages"]
+    assert [stage["from_step"] for stage in stages] == [0, 6]
 
 
 def test_resumed_run_matches_an_uninterrupted_one(corpus, tmp_path):
