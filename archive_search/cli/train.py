@@ -243,5 +243,23 @@ def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, se
     click.echo(json.dumps(result, indent=2, default=float))
 
 
+@main.command("jmcl-export")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), required=True, help="A training last.pt.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the shipped file (e.g. archive_search/checkpoints/jmcl.pt).")
+@click.option("--full", is_flag=True, help="Keep float32 weights (default: float16, half the size).")
+def jmcl_export(checkpoint, out_path, full):
+    """Write a JMCL checkpoint for shipping: weights only (no optimizer state), float16 by default."""
+    from archive_search.embedders.jmcl import model_name, read_jmcl, save_jmcl
+
+    try:
+        model, extra = read_jmcl(checkpoint)
+        path = save_jmcl(out_path, model, extra={**extra, "exported_from": str(checkpoint)}, half=not full)
+    except ArchiveSearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from exc
+    click.echo(f"{path}: {model_name(model)}, {path.stat().st_size / 1e6:.1f} MB")
+
+
 if __name__ == "__main__":
     main()

@@ -154,3 +154,18 @@ def test_eval_command_reports_ap_views_and_speed(corpus, tmp_path):
     assert scores["n_words"] == 2 and 0.0 < scores["acoustic"]["all"]["ap"] <= 1.0
     assert scores["cross"]["iv"]["ap"] > 0 and scores["acoustic"]["oov"] is None
     assert report["speed"]["windows"] > 0 and report["speed"]["real_time_factor"] > 0
+
+
+def test_export_writes_a_half_precision_checkpoint_that_embeds_alike(tmp_path):
+    from archive_search.embedders.jmcl import load_jmcl, save_jmcl
+
+    torch.manual_seed(0)
+    source = save_jmcl(tmp_path / "last.pt", build_model("tiny"), extra={"step": 3})
+    result = CliRunner().invoke(main, ["jmcl-export", "--checkpoint", str(source), "--out", str(tmp_path / "ship.pt")])
+    assert result.exit_code == 0, result.output
+    _, extra = read_jmcl(tmp_path / "ship.pt")
+    assert extra["step"] == 3 and extra["exported_from"] == str(source)
+    clip = [np.sin(np.arange(16000) / 7.0).astype(np.float32)]
+    full, _ = load_jmcl(source, device="cpu")
+    half, _ = load_jmcl(tmp_path / "ship.pt", device="cpu")
+    assert float((full.embed_clips(clip) @ half.embed_clips(clip).T)[0, 0]) > 0.999
