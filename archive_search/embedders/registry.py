@@ -11,6 +11,10 @@ from archive_search.errors import CheckpointError
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 """Shipped default weights, inside the package so an installed engine finds them."""
 
+JMCL_FILE = "jmcl.pt"
+CTC_FILE = "ctc.pt"
+KWS_FILE = "kws.pt"
+
 
 @dataclass
 class ModelBundle:
@@ -24,5 +28,21 @@ class ModelBundle:
 
 
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
-    """Load the JMCL encoders and the ParallelKWS reranker from `checkpoint_dir` (default: shipped)."""
-    raise CheckpointError(f"{checkpoint_dir or CHECKPOINT_DIR}: no trained checkpoints are shipped yet")
+    """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
+
+    checkpoint_dir holds jmcl.pt, ctc.pt and kws.pt (default: the shipped ones). device: torch
+    device name; default CUDA when available, else CPU. The bundle's name is the JMCL model's,
+    since the index stores only JMCL audio vectors.
+    """
+    from archive_search.embedders.jmcl import default_device, load_jmcl
+    from archive_search.embedders.rerank import load_reranker
+
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
+    if not (directory / JMCL_FILE).is_file():
+        raise CheckpointError(f"{directory / JMCL_FILE}: JMCL checkpoint not found")
+    resolved = default_device(device)
+    audio, text = load_jmcl(directory / JMCL_FILE, resolved)
+    reranker = None
+    if (directory / CTC_FILE).is_file() and (directory / KWS_FILE).is_file():
+        reranker = load_reranker(directory / CTC_FILE, directory / KWS_FILE, device=str(resolved))
+    return ModelBundle(audio.name, audio, text, reranker)

@@ -1,0 +1,50 @@
+"""load_models composes a ModelBundle from a folder of checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from archive_search.embedders import registry
+from archive_search.embedders.ctc import CTCDims, save_ctc
+from archive_search.embedders.jmcl import build_model, save_jmcl
+from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, save_kws
+from archive_search.errors import CheckpointError
+
+
+@pytest.fixture
+def checkpoint_folder(tmp_path):
+    torch.manual_seed(0)
+    save_jmcl(tmp_path / registry.JMCL_FILE, build_model("tiny"))
+    kws = ParallelKWS(KWSDims.tiny(speech=CTCDims.tiny(), time_stride=4))
+    save_ctc(tmp_path / registry.CTC_FILE, kws.speech)
+    save_kws(tmp_path / registry.KWS_FILE, kws)
+    return tmp_path
+
+
+def test_bundle_from_a_checkpoint_folder(checkpoint_folder):
+    bundle = registry.load_models(checkpoint_folder, device="cpu")
+    assert bundle.name == bundle.audio.name and bundle.name.startswith("jmcl-tiny-")
+    assert bundle.reranker is not None
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0, 0.1, 16000).astype(np.float32)
+    audio = bundle.audio.embed_spans(samples, np.array([[0.0, 0.5], [0.2, 1.0]]))
+    text = bundle.text.embed_phonemes([["HH", "AH", "L", "OW"]])
+    assert audio.shape == (2, bundle.audio.dim) and text.shape == (1, bundle.text.dim)
+    scores = bundle.reranker.score_text([samples], ["HH", "AH", "L", "OW"], "hello")
+    assert scores.shape == (1,) and 0.0 <= float(scores[0]) <= 1.0
+
+
+def test_same_weights_give_the_same_name(checkpoint_folder):
+    assert registry.load_models(checkpoint_folder, "cpu").name == registry.load_models(checkpoint_folder, "cpu").name
+
+
+def test_without_reranker_checkpoints_the_bundle_retrieves_only(checkpoint_folder):
+    (checkpoint_folder / registry.KWS_FILE).unlink()
+    assert registry.load_models(checkpoint_folder, "cpu").reranker is None
+
+
+def test_missing_jmcl_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="jmcl.pt"):
+        registry.load_models(tmp_path)
