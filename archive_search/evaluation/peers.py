@@ -114,10 +114,10 @@ class WhisperTranscriber:
             return {}
 
     def transcribe(self, files: Sequence[str]) -> float:
-        """Transcribe files not yet transcribed; returns the transcription seconds (for files read
-        from the cache, the seconds their transcription took when it was made)."""
+        """Transcribe files not yet transcribed; returns the transcription's (wall, CPU) seconds
+        (for files read from the cache, what their transcription took when it was made)."""
         cache = self._load_cache()
-        spent = 0.0
+        spent = cpu = 0.0
         for file in files:
             if file in self.words:
                 continue
@@ -126,8 +126,9 @@ class WhisperTranscriber:
             if key in cache:
                 self.words[file] = [tuple(w) for w in cache[key]["words"]]
                 spent += cache[key]["seconds"]
+                cpu += cache[key].get("cpu_seconds", cache[key]["seconds"])
                 continue
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             segments, _ = self.model.transcribe(file, language="en", word_timestamps=True, beam_size=1,
                                                 condition_on_previous_text=False)  # fmt: skip
             timed = []
@@ -136,14 +137,15 @@ class WhisperTranscriber:
                     for token in normalise_text(word.word):  # "twenty-one" -> two tokens, same times
                         timed.append((token, float(word.start), float(word.end), float(word.probability)))
             self.words[file] = timed
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             spent += seconds
-            cache[key] = {"words": timed, "seconds": seconds}
+            cpu += cpu_seconds
+            cache[key] = {"words": timed, "seconds": seconds, "cpu_seconds": cpu_seconds}
             if len(cache) % 20 == 0:
                 self._save(cache)  # an interrupted run keeps most of its work
         self._save(cache)
         self.seconds += spent
-        return spent
+        return spent, cpu
 
     def _save(self, cache: dict) -> None:
         if self.cache is not None:
@@ -170,7 +172,7 @@ class WhisperSearch:
     def index(self, files: Sequence[str]) -> float:
         if self.fuzzy:
             self.transcriber.transcribe(files)
-            return 0.0  # the same transcript as whisper-exact
+            return 0.0, 0.0  # the same transcript as whisper-exact
         return self.transcriber.transcribe(files)
 
     def _pron(self, word: str) -> tuple[str, ...]:

@@ -97,7 +97,8 @@ def plot_score_histograms(evaluation: Evaluation, path: str | Path) -> Path | No
             axis.axvline(run.threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {run.threshold:g}")
         axis.set_title(run.name)
         axis.set_xlabel("score")
-        axis.set_ylabel("detections")
+        axis.set_ylabel("detections (log)")
+        axis.set_yscale("log")  # hits are few next to false alarms: keep both visible
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -129,11 +130,13 @@ def search_report(evaluation: Evaluation, title: str = "Search evaluation", comm
     rows = []
     for run in evaluation.systems:
         if run.skipped:
-            rows.append([run.name, "skipped", "-", "-", run.skipped])
+            rows.append([run.name, "skipped", "-", "-", "-", run.skipped])
         else:
             speed = f"{run.speed:.1f}x" if run.index_seconds > 0 else "-"
-            rows.append([run.name, _fmt(run.threshold), speed, _fmt(run.index_seconds, 1), run.note])
-    parts += [markdown_table(["system", "threshold", "indexing speed (x real time)", "index s", "note"], rows), ""]
+            cpu = run.index_cpu_seconds
+            per_cpu = f"{run.audio_seconds / cpu:.1f}x" if cpu and run.index_seconds > 0 else "-"
+            rows.append([run.name, _fmt(run.threshold), speed, _fmt(run.index_seconds, 1), per_cpu, run.note])
+    parts += [markdown_table(["system", "threshold", "indexing speed (x real time, wall)", "index s", "audio s per CPU s", "note"], rows), ""]
     parts += ["## Results", ""]
     header = ["queries", "system", "n", "occ.", "ATWV", "MTWV", "MTWV θ", "MAP", "P@5", "miss@1FA/h", "FA", "FA/term/h", "p50 ms", "p95 ms"]
     rows = []

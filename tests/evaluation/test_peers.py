@@ -102,11 +102,12 @@ def test_whisper_transcripts_are_cached_with_their_cost(tmp_path):
     transcriber = peers.WhisperTranscriber.__new__(peers.WhisperTranscriber)
     transcriber.model, transcriber.words, transcriber.seconds = Model(), {}, 0.0
     transcriber.cache = tmp_path / "cache" / "t.json"
-    transcriber.transcribe([str(audio)])
+    first = transcriber.transcribe([str(audio)])
     assert transcriber.words[str(audio)] == [("twenty", 0.5, 1.0, 0.9), ("one", 0.5, 1.0, 0.9), ("apples", 1.0, 1.4, 0.9)]
     again = peers.WhisperTranscriber.__new__(peers.WhisperTranscriber)
     again.model, again.words, again.seconds, again.cache = Model(), {}, 0.0, transcriber.cache
-    again.transcribe([str(audio)])
+    # read back with the wall and CPU time the first transcription took
+    assert again.transcribe([str(audio)]) == pytest.approx(first)
     assert Model.calls == 1 and again.words == transcriber.words
     search = peers.WhisperSearch(again, fuzzy=False)
     assert [(h.start, h.end) for h in search.search("21 apples", 5)] == [(0.5, 1.4)]
