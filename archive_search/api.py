@@ -10,7 +10,7 @@ import numpy as np
 
 from archive_search.embedders.registry import ModelBundle, load_models
 from archive_search.indexer.core import Indexer, IndexReport, ProgressCallback, index_settings
-from archive_search.search.engine import Hit, Searcher
+from archive_search.search.engine import RERANK_REGIONS, Hit, Searcher
 from archive_search.storage.store import CheckReport, Store
 
 
@@ -21,16 +21,20 @@ class Archive:
     index that does not exist raises IndexNotFoundError; `add` creates it.
     """
 
-    def __init__(self, path: str | Path, models: ModelBundle | None = None):
+    def __init__(self, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS):
         self.path = Path(path)
         self._models = models
+        self.rerank_regions = rerank_regions
         self._store: Store | None = None
         self._searcher: Searcher | None = None
 
     @classmethod
-    def open(cls, path: str | Path, models: ModelBundle | None = None) -> "Archive":
-        """An archive at `path`; `models` defaults to the shipped ones (`load_models()`)."""
-        return cls(path, models)
+    def open(cls, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS) -> "Archive":
+        """An archive at `path`; `models` defaults to the shipped ones (`load_models()`).
+
+        rerank_regions: how many candidate regions the reranker scores per query (latency knob).
+        """
+        return cls(path, models, rerank_regions)
 
     @property
     def exists(self) -> bool:
@@ -120,7 +124,7 @@ class Archive:
     def _get_searcher(self) -> Searcher:
         if self._searcher is None:
             store = self._get_store()  # IndexNotFoundError before any model is loaded
-            self._searcher = Searcher(store, self.models)
+            self._searcher = Searcher(store, self.models, rerank_regions=self.rerank_regions)
         return self._searcher
 
     def _reset(self) -> None:

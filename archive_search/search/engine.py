@@ -18,8 +18,9 @@ from archive_search.storage.store import Store
 CANDIDATE_WINDOWS = 100
 """Nearest windows fetched from FAISS per query."""
 
-RERANK_REGIONS = 20
-"""Regions (best by retrieval similarity) that the reranker scores; `top` raises it if larger."""
+RERANK_REGIONS = 10
+"""Regions (best by retrieval similarity) that the reranker scores; `top` raises it if larger.
+The reranker dominates query latency (docs/performance.md), so this is the latency knob."""
 
 MAX_QUERY_CLIP_S = 5.0
 """Seconds. Query-by-example clips are words or short phrases; longer clips are refused."""
@@ -116,11 +117,14 @@ class Searcher:
         else:
             kept = [(region, retrieval_score(region.similarity)) for region in regions]
         kept.sort(key=lambda pair: -pair[1])
-        hits = []
+        hits: list[Hit] = []
         for region, score in kept:
             if threshold is not None and score < threshold:
                 continue
             start, end = region.hit_span()
+            pad = REGION_CONTEXT_S
+            if any(h.file == region.file and start < h.end + pad and h.start - pad < end for h in hits):
+                continue  # a neighbour of a better hit (it reranks high on the shared context): one hit per place
             hits.append(Hit(label, region.file, round(start, 3), round(end, 3), round(float(score), 4)))
             if len(hits) == top:
                 break
@@ -129,8 +133,11 @@ class Searcher:
     def _rerank(self, regions: list[Region], durations: dict[str, float], rerank) -> list[float | None]:
         audio, slots = [], []
         for slot, region in enumerate(regions):
-            start = max(0.0, region.start - REGION_CONTEXT_S)
-            end = min(durations.get(region.file, region.end), region.end + REGION_CONTEXT_S)
+            # Rerank the hit span (the best window, at most the longest scale) plus context,
+            # not the whole merged region: the reranker's cost grows with the audio it reads.
+            hit_start, hit_end = region.hit_span()
+            start = max(0.0, hit_start - REGION_CONTEXT_S)
+            end = min(durations.get(region.file, hit_end), hit_end + REGION_CONTEXT_S)
             try:
                 samples = load_segment(region.file, start, end)
             except (AudioDecodeError, OSError):

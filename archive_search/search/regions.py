@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_REGION_S = 3.0
-"""Seconds. Overlapping candidates are chained into one region only up to this length, so a
-long stretch of similar speech becomes several regions instead of one that buries the hit."""
-
 REFINE_MARGIN = 0.05
 """A window nested in a region's best window and within this similarity of it may stand for the hit."""
 
@@ -54,22 +50,22 @@ class Region:
         return chosen.start, chosen.end
 
 
-def merge_regions(candidates: list[Candidate], max_region_s: float = MAX_REGION_S) -> list[Region]:
-    """Chain overlapping candidates of the same file into regions, best region first."""
+def merge_regions(candidates: list[Candidate]) -> list[Region]:
+    """Group candidates into regions around peaks, best region first.
+
+    The best remaining window seeds a region, and every remaining window of the same file that
+    overlaps it joins. So a region spans at most the seed plus one window on each side, and a
+    long stretch of similar windows becomes several regions, each centred on a local best,
+    instead of one chain whose extent says nothing about where the query was spoken.
+    """
+    remaining = sorted(candidates, key=lambda c: -c.similarity)
     regions: list[Region] = []
-    ordered = sorted(candidates, key=lambda c: (c.file, c.start, c.end))
-    current: Region | None = None
-    for candidate in ordered:
-        if (
-            current is not None
-            and candidate.file == current.file
-            and candidate.start < current.end
-            and max(current.end, candidate.end) - current.start <= max_region_s
-        ):
-            current.end = max(current.end, candidate.end)
-            current.candidates.append(candidate)
-            continue
-        current = Region(candidate.file, candidate.start, candidate.end, [candidate])
-        regions.append(current)
-    regions.sort(key=lambda r: -r.similarity)
+    while remaining:
+        seed = remaining[0]
+        members, rest = [], []
+        for candidate in remaining:
+            overlaps = candidate.file == seed.file and candidate.start < seed.end and seed.start < candidate.end
+            (members if overlaps else rest).append(candidate)
+        regions.append(Region(seed.file, min(c.start for c in members), max(c.end for c in members), members))
+        remaining = rest
     return regions

@@ -1,3 +1,5 @@
+import numpy as np
+
 from archive_search.search.regions import Candidate, merge_regions
 
 
@@ -19,12 +21,13 @@ def test_overlapping_windows_merge_per_file():
     ]
 
 
-def test_chains_stop_at_the_region_limit():
-    candidates = [Candidate("/a.wav", t * 0.5, t * 0.5 + 1.0, 0.5) for t in range(30)]
-    regions = merge_regions(candidates, max_region_s=4.0)
-    assert len(regions) > 1
-    assert all(r.end - r.start <= 4.0 for r in regions)
-    assert sum(len(r.candidates) for r in regions) == 30
+def test_long_chains_split_around_peaks():
+    similarity = [0.5 + 0.4 * np.exp(-((t - 7) ** 2) / 4) + 0.3 * np.exp(-((t - 20) ** 2) / 4) for t in range(30)]
+    candidates = [Candidate("/a.wav", t * 0.5, t * 0.5 + 1.0, s) for t, s in enumerate(similarity)]
+    regions = merge_regions(candidates)
+    assert all(r.end - r.start <= 3.0 for r in regions)  # seed plus one window each side
+    assert sum(len(r.candidates) for r in regions) == 30  # every candidate in exactly one region
+    assert regions[0].hit_span() == (3.5, 4.5) and regions[1].hit_span() == (10.0, 11.0)
 
 
 def test_hit_span_prefers_a_nested_short_window_that_scores_almost_as_well():
