@@ -79,6 +79,8 @@ def main() -> None:
 @click.option("--peers", default="jmcl-only,whisper,pocketsphinx,dtw", show_default=True,
               help="Comma-separated peers run beside the engine; a peer whose package is missing is skipped.")  # fmt: skip
 @click.option("--no-engine", is_flag=True, help="Run only the peers (e.g. before trained models exist).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where peers keep work between runs, e.g. whisper transcripts (default: OUT/cache).")  # fmt: skip
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="The engine's decision threshold for ATWV.")
 @click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
 @click.option("--words", "n_words", default=40, show_default=True, help="Single-word queries to draw.")
@@ -89,7 +91,7 @@ def main() -> None:
 @click.option("--title", default="Search evaluation", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
 @domain_errors
-def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_dir, peers, no_engine, threshold, top,
+def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_dir, peers, no_engine, cache_dir, threshold, top,
            n_words, n_phrases, n_absent, n_spoken, seed, title, as_json) -> None:  # fmt: skip
     """Index the manifest's audio, run every query on the engine and the peers, write a report."""
     from archive_search.evaluation import harness, peers as peer_systems
@@ -107,7 +109,7 @@ def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_
     if not no_engine:
         engine = harness.EngineSystem(index_dir or out / "index", load_bundle(models_dir, factory), threshold=threshold)
     systems = ([engine] if engine else []) + peer_systems.build_peers(
-        [p.strip() for p in peers.split(",") if p.strip()], engine, cache_dir=out / "cache")
+        [p.strip() for p in peers.split(",") if p.strip()], engine, cache_dir=cache_dir or out / "cache")
     evaluation = harness.evaluate(corpus, query_list, systems, top=top)
     report = write_search_report(evaluation, out, title=title, command=_command_line())
     rows = {"report": str(report), "summaries": [vars(s) for s in evaluation.summaries],
