@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from archive_search.audio import SAMPLE_RATE
-from archive_search.data.manifest import AlignedUnit, Utterance, write_manifest
+from archive_search.data.manifest import AlignedUnit, Utterance, iter_manifest, write_manifest
 from archive_search.data.tts import Synthesis, Voice, synthesize_batch, synthesize_many, voices
 from archive_search.errors import DataError
 
@@ -359,11 +359,7 @@ def generate_corpus(
                 done_manifests[shard] = Path(manifest)
                 if progress is not None:
                     progress(seconds)
-    utterances = []
-    for shard in sorted(done_manifests):
-        from archive_search.data.manifest import iter_manifest
-
-        utterances.extend(iter_manifest(done_manifests[shard]))
+    utterances = [u for shard in sorted(done_manifests) for u in iter_manifest(done_manifests[shard])]
     write_manifest(out / "manifest.jsonl", utterances)
     (out / "oov_words.txt").write_text("\n".join(oov_words()) + "\n", encoding="utf-8")
     _write_vocabulary(out / "vocabulary.tsv", utterances)
@@ -426,7 +422,8 @@ class EpisodeReport:
 
 
 def _episode_sentences(rng: random.Random) -> Iterator[list[str]]:
-    vocabulary = [w for w in frequent_words()[:8000] if w not in set(oov_words())]
+    oov = set(oov_words())
+    vocabulary = [w for w in frequent_words()[:8000] if w not in oov]
     while True:
         template = rng.choice(TEMPLATES)
         fill = [rng.choice(vocabulary) for _ in range(template.count("{}"))]
@@ -513,8 +510,6 @@ def generate_episodes(
             for _, seconds in pool.imap_unordered(_render_episode, tasks):
                 if progress is not None:
                     progress(seconds)
-    from archive_search.data.manifest import iter_manifest
-
     utterances = [u for name in names for u in iter_manifest(out / "shards" / f"{name}.jsonl")]
     write_manifest(out / "manifest.jsonl", utterances)
     return EpisodeReport(out, len(utterances), sum(u.duration for u in utterances) / 3600, time.perf_counter() - started)
