@@ -331,7 +331,8 @@ class SearchSystem(Protocol):
 
     name: str
     threshold: float | None
-    """The system's own decision threshold (ATWV is reported there); None: every detection it returns."""
+    """The system's own decision threshold (ATWV is reported there; 0 for a system whose every
+    returned detection is a decision); None for a system that only ranks (no ATWV)."""
 
     def index(self, files: Sequence[str]) -> float:
         """Make the files searchable; returns the seconds it took (0 when it reuses another's index)."""

@@ -233,7 +233,7 @@ class PocketSphinxSystem:
         from pocketsphinx import Decoder, get_model_path  # noqa: F401 (ImportError -> skipped)
 
         self.model = Path(get_model_path()) / "en-us"
-        self.threshold = None  # a keyphrase is reported or not; scores only rank
+        self.threshold = 0.0  # what it reports (above its keyphrase threshold) is its decision
         self.files: list[str] = []
         self.results: dict[str, list[Detection]] = {}
 
