@@ -133,3 +133,21 @@ def test_embedder_uses_the_device_it_is_given():
     embedder = JMCLAudioEmbedder(model, "x", device="cpu")
     assert embedder.device.type == "cpu"
     assert next(embedder.model.parameters()).device.type == "cpu"
+
+
+def test_shipped_checkpoint_loads_safely_and_is_small():
+    from archive_search.embedders.registry import CHECKPOINT_DIR
+
+    path = CHECKPOINT_DIR / "jmcl.pt"
+    if not path.exists():
+        pytest.skip("no shipped JMCL checkpoint in this checkout")
+    assert path.stat().st_size < 10e6
+    model, extra = read_jmcl(path)  # weights_only=True inside
+    assert model.dims == CONFIGS["fast"] and extra["step"] > 0
+    audio, text = load_jmcl(path, device="cpu")
+    assert audio.dim == text.dim == 256 and audio.name == model_name(model)
+    # Trained normalisation statistics are stored, not the identity of an untrained model.
+    assert not torch.allclose(model.audio.feature_mean, torch.zeros_like(model.audio.feature_mean))
+    # Text embeddings of different words are distinct and the same word twice is identical.
+    vectors = text.embed_phonemes([["K", "AE", "T"], ["K", "AE", "T"], ["D", "AO", "G"]])
+    assert float(vectors[0] @ vectors[1]) > 0.999 and float(vectors[0] @ vectors[2]) < 0.9
