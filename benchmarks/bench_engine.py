@@ -180,11 +180,12 @@ def query_latency(archive, queries: list[str], audio_queries: list[np.ndarray]) 
     models = archive.models
     plain = Archive.open(archive.path, ModelBundle(models.name, models.audio, models.text, None))
     plain.search(queries[0], top=10)
-    retrieval_times = []
+    retrieval_times, retrieval_cpu = [], []
     for q in queries:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         plain.search(q, top=10)
         retrieval_times.append(time.perf_counter() - started)
+        retrieval_cpu.append(cpu_seconds() - cpu)
     plain.close()
     audio_times = []
     for clip in audio_queries:
@@ -198,6 +199,8 @@ def query_latency(archive, queries: list[str], audio_queries: list[np.ndarray]) 
         "text_cpu_p50_ms": percentile(text_cpu, 50),
         "text_no_rerank_p50_ms": percentile(retrieval_times, 50),
         "text_no_rerank_p95_ms": percentile(retrieval_times, 95),
+        "text_no_rerank_cpu_p50_ms": percentile(retrieval_cpu, 50),
+        "text_no_rerank_cpu_p95_ms": percentile(retrieval_cpu, 95),
     }
     if audio_times:
         result.update(audio_queries=len(audio_times), audio_p50_ms=percentile(audio_times, 50), audio_p95_ms=percentile(audio_times, 95))
@@ -209,6 +212,10 @@ def peak_memory_child(args) -> None:
     from archive_search import Archive
 
     bundle = load_bundle(args.models)
+    if args.proxy_index:
+        from archive_search.embedders.registry import ModelBundle
+
+        bundle = ModelBundle(bundle.name, ProxyAudioEmbedder(bundle.name, bundle.audio.dim), bundle.text, bundle.reranker)
     started, cpu = time.monotonic(), cpu_seconds()
     report = Archive.open(args.peak_index, bundle).add([args.peak_file])
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -222,6 +229,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 10.0], help="archive sizes, built up in order")
     parser.add_argument("--long-file-hours", type=float, default=3.0, help="file for the peak-memory run (0 skips)")
     parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--keep-index", action="store_true", help="reuse the index from a previous run (query latency only)")
     parser.add_argument("--proxy-index", action="store_true",
                         help="build the index with a cheap stand-in audio encoder (same name and dim): for query latency on large archives; indexing speed is then not the model's")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -266,7 +274,8 @@ def main() -> None:
 
         index_dir = args.work / f"index-{args.models}-proxy"
         bundle = ModelBundle(bundle.name, ProxyAudioEmbedder(bundle.name, bundle.audio.dim), bundle.text, bundle.reranker)
-    shutil.rmtree(index_dir, ignore_errors=True)
+    if not args.keep_index:
+        shutil.rmtree(index_dir, ignore_errors=True)
     archive = Archive.open(index_dir, bundle)
     for hours in args.hours:
         t0 = time.monotonic()
@@ -293,7 +302,7 @@ def main() -> None:
         results["sizes"].append(entry)
         print("bench: " + json.dumps(entry), flush=True)
 
-    if args.long_file_hours > 0 and not args.proxy_index:
+    if args.long_file_hours > 0:
         long_dir = args.work / "long"
         long_file = long_dir / f"long-{args.long_file_hours:g}h.flac"
         if not long_file.exists():
@@ -304,6 +313,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--models", args.models, "--peak-file", str(long_file), "--peak-index", str(peak_index)]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        if args.proxy_index:
+            command.append("--proxy-index")
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         peak = json.loads(output)
         results["long_file"] = {
