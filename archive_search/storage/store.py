@@ -154,6 +154,7 @@ class Store:
         self.settings: IndexSettings | None = None
         self._meta: dict = {}
         self.last_check: CheckReport | None = None
+        self._dirty = False  # vectors changed since the last save
         """The check (and repair) a writer ran on open."""
 
     # -- opening ----------------------------------------------------------------------
@@ -307,8 +308,11 @@ class Store:
         """Migrate the index type if the archive's size calls for it, then save atomically."""
         assert self.writable and self.settings is not None
         vectors = self.vectors
-        vectors.maybe_migrate(windows_per_hour(self.settings.window_scales_s, self.settings.window_hop_fraction))
+        migrated = vectors.maybe_migrate(windows_per_hour(self.settings.window_scales_s, self.settings.window_hop_fraction))
+        if not (migrated or self._dirty or not self.vectors_path.exists()):
+            return  # nothing changed: do not rewrite a large index
         vectors.save(self.vectors_path)
+        self._dirty = False
         if self._meta.get("index_kind") != vectors.kind or self._meta.get("trained_at") != vectors.trained_at:
             self._write_meta({"index_kind": vectors.kind, "trained_at": vectors.trained_at})
 
@@ -369,6 +373,7 @@ class Store:
                 )
         self.vectors.remove(old_ids)
         self.vectors.add(ids, vectors)
+        self._dirty = True
         return len(windows)
 
     def touch_file(self, path: str, size: int, mtime: float) -> None:
@@ -384,6 +389,7 @@ class Store:
         with self.sessions.begin() as session:
             for path in paths:
                 removed = np.concatenate([removed, self._delete_file_rows(session, path_key(path))])
+        self._dirty = True
         return self.vectors.remove(removed)
 
     @staticmethod
@@ -443,6 +449,7 @@ class Store:
             with self.sessions() as session:
                 bad_paths = [path_text(p) for p in session.scalars(select(FileRow.path).where(FileRow.id.in_(bad_files))).all()]
             self.vectors.remove(orphans)
+            self._dirty = True
             self.remove_files(bad_paths)
             self.save_vectors()
             report.dropped_files = sorted(bad_paths)
