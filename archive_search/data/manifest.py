@@ -16,6 +16,10 @@ from typing import Iterable, Iterator
 from archive_search.errors import DataError
 
 
+NON_WORD_LABELS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
+"""Word-tier labels of aligners and recognisers that mark silence or unknown speech, not words."""
+
+
 @dataclass(frozen=True)
 class AlignedUnit:
     """A word or phone with its start and end in seconds inside its utterance."""

@@ -20,11 +20,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from archive_search.data.manifest import Utterance
+from archive_search.data.manifest import NON_WORD_LABELS, Utterance
 from archive_search.embedders.g2p import word_phonemes
 from archive_search.errors import DataError
 
-IGNORED_WORDS = frozenset({"", "<unk>", "sil", "sp", "spn", "<eps>"})
+IGNORED_WORDS = NON_WORD_LABELS
 MAX_PHRASE_GAP_S = 0.3
 """A phrase is not cut across a pause longer than this: anchors are continuous speech."""
 

@@ -34,8 +34,6 @@ def save_checkpoint(
     (training step, metrics, data description). half: store float tensors as float16 to keep
     shipped files small; they are cast back to float32 on load.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         name: (tensor.detach().half() if half and tensor.is_floating_point() else tensor.detach()).cpu()
         for name, tensor in model.state_dict().items()
@@ -47,6 +45,13 @@ def save_checkpoint(
         "state_dict": state,
         "extra": extra or {},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file, fsync, then rename: a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as handle:
         torch.save(payload, handle)

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from archive_search.data.manifest import NON_WORD_LABELS
 from archive_search.audio import SAMPLE_RATE, load_audio
 from archive_search.embedders.base import AudioEmbedder, TextEmbedder
 from archive_search.embedders.g2p import word_phonemes
@@ -25,7 +26,7 @@ MIN_WORD_S = 0.5
 MAX_WORD_S = 2.0
 """Seconds. The paper keeps word instances of 0.5-2 s: shorter words carry too little to embed."""
 
-IGNORED_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
+IGNORED_WORDS = NON_WORD_LABELS
 """Aligner labels that are not words."""
 
 

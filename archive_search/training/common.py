@@ -10,13 +10,14 @@ A training run writes into its output folder:
 from __future__ import annotations
 
 import csv
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from archive_search.embedders.checkpoint import atomic_torch_save
 
 STATE_FILE = "train_state.pt"
 LAST_CHECKPOINT = "last.pt"
@@ -52,19 +53,6 @@ def onecycle(
         optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos",
         last_epoch=start_step - 1 if start_step > 0 else -1,
     )  # fmt: skip
-
-
-def atomic_torch_save(payload: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file, fsync, then rename: a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
 
 
 def save_train_state(

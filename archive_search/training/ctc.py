@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from archive_search.audio import SAMPLE_RATE, load_audio
-from archive_search.data.manifest import Utterance, iter_manifest
+from archive_search.data.manifest import NON_WORD_LABELS, Utterance, iter_manifest
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, greedy_decode, load_ctc, phoneme_error_rate, save_ctc
 from archive_search.embedders.phonemes import SYMBOLS, encode, pad_batch
 from archive_search.errors import DataError
@@ -33,7 +33,7 @@ from archive_search.training.common import (
     seed_everything,
 )
 
-SKIP_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
+SKIP_WORDS = NON_WORD_LABELS
 
 
 @dataclass

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from archive_search.audio import SAMPLE_RATE, WINDOW_HOP_FRACTION, WINDOW_SCALES_S, load_audio
-from archive_search.data.manifest import Utterance, iter_manifest
+from archive_search.data.manifest import NON_WORD_LABELS, Utterance, iter_manifest
 from archive_search.embedders.g2p import word_phonemes
 from archive_search.embedders.jmcl import (
     JMCL,
@@ -47,7 +47,7 @@ from archive_search.training.common import (
 )
 from archive_search.training.losses import ALPHA_AA, ALPHA_AT, jmcl_loss
 
-IGNORED_WORDS = frozenset({"", "<unk>", "<sil>", "sil", "sp", "spn", "<eps>"})
+IGNORED_WORDS = NON_WORD_LABELS
 MIN_INSTANCE_S = 0.15
 """Seconds. Shorter words are too short to learn from at 40 ms frames."""
 MAX_INSTANCE_S = 2.0
