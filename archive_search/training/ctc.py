@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from archive_search.audio import SAMPLE_RATE, load_audio
+from archive_search.data import augment as data_augment
 from archive_search.data.manifest import NON_WORD_LABELS, Utterance, iter_manifest
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, greedy_decode, load_ctc, phoneme_error_rate, save_ctc
 from archive_search.embedders.phonemes import SYMBOLS, encode, pad_batch
@@ -130,15 +131,10 @@ def sample_segment(item: AlignedAudio, rng: np.random.Generator, max_s: float) -
 
 
 def augment(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random gain (-12..+6 dB) and white or pink-ish noise at 5-30 dB SNR."""
-    samples = samples * float(10 ** (rng.uniform(-12, 6) / 20))
-    power = float(np.mean(samples**2)) + 1e-10
-    snr = rng.uniform(5, 30)
-    noise = rng.standard_normal(len(samples)).astype(np.float32)
-    if rng.random() < 0.5:  # crude pink: a running mean tilts the spectrum down
-        noise = np.convolve(noise, np.ones(8, dtype=np.float32) / 8, mode="same")
-    noise *= np.sqrt(power / (10 ** (snr / 10)) / (np.mean(noise**2) + 1e-10))
-    return (samples + noise).astype(np.float32)
+    """Random gain (-12..+6 dB), then coloured noise at 5-30 dB SNR (the data package's augmenters)."""
+    samples, _ = data_augment.gain(samples, rng, low_db=-12.0, high_db=6.0)
+    samples, _ = data_augment.coloured_noise(samples, rng, snr_db=(5.0, 30.0))
+    return samples.astype(np.float32, copy=False)
 
 
 def make_batch(items: Sequence[AlignedAudio], rng: np.random.Generator, config: CTCTrainConfig, weights: np.ndarray):

@@ -40,7 +40,7 @@ from archive_search.training.common import (
     save_train_state,
     seed_everything,
 )
-from archive_search.training.ctc import AlignedAudio, load_aligned, load_manifests
+from archive_search.training.ctc import AlignedAudio, augment, load_aligned, load_manifests
 
 MAX_KEYWORD_WORDS = 4
 MIN_REGION_S = 1.0
@@ -217,19 +217,13 @@ class RegionSampler:
         return region, hard, easy
 
 
-def augment_region(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from archive_search.training.ctc import augment
-
-    return augment(samples, rng)
-
-
 def make_batch(sampler: RegionSampler, model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig):
     clips, texts, labels = [], [], []
     for _ in range(config.batch_regions):
         region, hard, easy = sampler.draw(rng)
         samples = region.samples
         if rng.random() < config.augment_prob:
-            samples = augment_region(samples, rng)
+            samples = augment(samples, rng)
         for text, label in ((region.keyword, 1.0), (hard, 0.0), (easy, 0.0)):
             if text is not None and (label == 1.0 or text != region.keyword):
                 clips.append(samples)
