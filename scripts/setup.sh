@@ -28,3 +28,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   .venv/bin/python -m pip install -q -e '.[test,train]'
   echo "$wanted" > "$stamp"
 fi
+# Google's speech embedding (ParallelKWS front-end) ships only inside openwakeword 0.5.1's
+# wheel; --no-deps: the engine runs its ONNX files with onnxruntime, not tflite-runtime.
+if [ ! -f "$(.venv/bin/python -c 'import importlib.util as u; s = u.find_spec("openwakeword"); print(s.submodule_search_locations[0] if s else "/nonexistent")')/resources/models/embedding_model.onnx" ]; then
+  echo "setup: installing openwakeword 0.5.1 (speech embedding model files, no dependencies)"
+  .venv/bin/python -m pip install -q --no-deps openwakeword==0.5.1
+fi
