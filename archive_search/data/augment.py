@@ -293,6 +293,10 @@ def podcast_band(samples: np.ndarray, rng: np.random.Generator) -> Augmented:
     return _f32(out), {"op": "podcast_band", "low_hz": round(low), "high_hz": round(high), "drive": round(drive, 2)}
 
 
+MAX_CODEC_LEVEL = 0.999
+"""Highest libsndfile compression level drawn (see `codec`)."""
+
+
 @_nonempty
 def codec(
     samples: np.ndarray, rng: np.random.Generator, kinds: Sequence[str] = ("mp3", "opus")
@@ -302,8 +306,9 @@ def codec(
     import soundfile as sf
 
     kind = str(rng.choice(list(kinds)))
-    # libsndfile's compression level, 1 = lowest bitrate; opus only gets low above about 0.85
-    level = float(rng.uniform(0.5, 1.0) if kind == "mp3" else rng.uniform(0.88, 1.0))
+    # libsndfile's compression level, 1 = lowest bitrate; opus only gets low above about 0.85.
+    # Capped below 1: libsndfile's LAME refuses mp3 levels from about 0.9999 up.
+    level = float(rng.uniform(0.5, MAX_CODEC_LEVEL) if kind == "mp3" else rng.uniform(0.88, MAX_CODEC_LEVEL))
     format_, subtype = ("MP3", "MPEG_LAYER_III") if kind == "mp3" else ("OGG", "OPUS")
     buffer = io.BytesIO()
     try:

@@ -126,3 +126,19 @@ def test_empty_and_tiny_inputs(function):
     assert len(empty) == 0 and info["skipped"] == "empty"
     tiny, _ = function(np.full(40, 0.1, np.float32), rng)
     assert np.isfinite(tiny).all() and (function is augment.speed or len(tiny) == 40)
+
+
+def test_codec_survives_its_highest_compression_level():
+    """Regression: libsndfile's mp3 encoder refused levels from about 0.9999 up, which killed a
+    training run when the draw landed there."""
+
+    class Highest:
+        def choice(self, options):
+            return options[0]
+
+        def uniform(self, low, high):
+            return high
+
+    out, info = augment.codec(_speechlike(), Highest(), kinds=("mp3",))
+    assert info["codec"] == "mp3" and info["level"] == round(augment.MAX_CODEC_LEVEL, 3)
+    assert out.shape == (N,) and np.isfinite(out).all() and np.abs(out).max() > 0.05
