@@ -1,6 +1,7 @@
 """archive-eval: measure search quality, and the model-card protocols, on data with ground truth.
 
     archive-eval search --manifest corpus.jsonl --out results/      # NIST STD metrics, engine + peers
+    archive-eval calibrate --manifest dev.jsonl --out work/cal     # fit score calibration on DEV data
     archive-eval clips ../shared/data/fsdd --out results/fsdd       # text-enrolled clip KWS, EER/AUC/DET
     archive-eval words --manifest corpus.jsonl --vocab train.txt    # JMCL word discrimination AP
     archive-eval windowed --manifest corpus.jsonl --vocab train.txt # JMCL Table II windowed EER
@@ -115,6 +116,40 @@ def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_
     rows = {"report": str(report), "summaries": [vars(s) for s in evaluation.summaries],
             "systems": evaluation.to_dict()["systems"]}  # fmt: skip
     _emit(rows, as_json, report.read_text(encoding="utf-8"))
+
+
+@main.command(context_settings=CONTEXT)
+@corpus_options
+@models_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the index and queries.")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration file to add this scorer's entry to (default: OUT/calibration.json).")  # fmt: skip
+@click.option("--words", "n_words", default=80, show_default=True, help="Single-word queries to draw.")
+@click.option("--phrases", "n_phrases", default=30, show_default=True, help="2-3 word phrase queries to draw.")
+@click.option("--absent", "n_absent", default=30, show_default=True, help="Absent-term queries to draw.")
+@click.option("--spoken", "n_spoken", default=60, show_default=True, help="Spoken-query probes to draw.")
+@click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top,
+              seed, as_json) -> None:  # fmt: skip
+    """Fit the score calibration (decision threshold per query kind) on a DEVELOPMENT archive."""
+    from archive_search.evaluation import harness
+    from archive_search.evaluation.calibrate import calibrate_engine
+    from archive_search.search.calibration import save_calibration
+
+    corpus = harness.load_corpus(manifest, root)
+    query_list = harness.make_queries(corpus, harness.load_vocabulary(vocab, oov), n_words, n_phrases, n_absent, n_spoken, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    harness.write_queries(out / "queries.jsonl", query_list)
+    calibration = calibrate_engine(corpus, query_list, load_bundle(models_dir, factory), out / "index", top=top,
+                                   data=f"{_command_line()} ({corpus.speech_seconds / 3600:.2f} h)")  # fmt: skip
+    path = save_calibration(write_to or out / "calibration.json", calibration)
+    data = {"scorer": calibration.scorer, "file": str(path), "kinds": {k: vars(v) for k, v in calibration.kinds.items()}}
+    text = "\n".join(f"{kind}: raw threshold {c.threshold:.4f}, slope {c.slope:.2f}, dev MTWV {c.dev_mtwv:.3f} "
+                     f"({c.n_detections} detections)" for kind, c in calibration.kinds.items())  # fmt: skip
+    _emit(data, as_json, f"{calibration.scorer} -> {path}\n{text}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from archive_search.embedders.base import AudioEmbedder, Reranker, TextEmbedder
 from archive_search.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from archive_search.search.calibration import Calibration
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 """Shipped default weights, inside the package so an installed engine finds them."""
@@ -25,16 +30,20 @@ class ModelBundle:
     audio: AudioEmbedder
     text: TextEmbedder
     reranker: Reranker | None = None
+    calibration: "Calibration | None" = None
+    """Raw score -> [0, 1] map fitted on development data (`calibration.json` beside the
+    checkpoints); the engine applies it only to the scorer it was fitted for."""
 
 
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
-    checkpoint_dir holds jmcl.pt, ctc.pt and kws.pt (default: the shipped ones). device: torch
+    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped ones). device: torch
     device name; default CUDA when available, else CPU. The bundle's name is the JMCL model's,
     since the index stores only JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
+    from archive_search.search.calibration import CALIBRATION_FILE, load_calibration, scorer_name
     from archive_search.embedders.rerank import load_reranker
 
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
@@ -45,4 +54,5 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     reranker = None
     if (directory / CTC_FILE).is_file() and (directory / KWS_FILE).is_file():
         reranker = load_reranker(directory / CTC_FILE, directory / KWS_FILE, device=str(resolved))
-    return ModelBundle(audio.name, audio, text, reranker)
+    calibration = load_calibration(directory / CALIBRATION_FILE, scorer_name(audio.name, reranker.name if reranker else None))
+    return ModelBundle(audio.name, audio, text, reranker, calibration)

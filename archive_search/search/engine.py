@@ -12,6 +12,7 @@ from archive_search.audio import MIN_AUDIO_S, REGION_CONTEXT_S, SAMPLE_RATE, loa
 from archive_search.embedders.g2p import Pronunciation, pronounce
 from archive_search.embedders.registry import ModelBundle
 from archive_search.errors import AudioDecodeError, QueryError
+from archive_search.search.calibration import scorer_name
 from archive_search.search.regions import Candidate, Region, merge_regions
 from archive_search.storage.store import Store
 
@@ -21,6 +22,10 @@ CANDIDATE_WINDOWS = 100
 RERANK_REGIONS = 10
 """Regions (best by retrieval similarity) that the reranker scores; `top` raises it if larger.
 The reranker dominates query latency (docs/performance.md), so this is the latency knob."""
+
+DEFAULT_THRESHOLD = 0.5
+"""The engine's own yes/no decision point on its [0, 1] scores. With a calibration
+(`search.calibration`) it is the development archive's MTWV point; evaluation reports ATWV here."""
 
 MAX_QUERY_CLIP_S = 5.0
 """Seconds. Query-by-example clips are words or short phrases; longer clips are refused."""
@@ -66,7 +71,7 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_text(audio, pronunciation.phonemes, pronunciation.text)
 
-        return self._search(text, vector, rerank if reranker is not None else None, top, threshold)
+        return self._search(text, "text", vector, rerank if reranker is not None else None, top, threshold)
 
     def search_audio(self, query: str | Path | np.ndarray, top: int = 10, threshold: float | None = None) -> list[Hit]:
         """Ranked hits for a spoken clip (a path, or 16 kHz mono float samples)."""
@@ -94,9 +99,18 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_audio(audio, clip)
 
-        return self._search(label, vector, rerank if reranker is not None else None, top, threshold)
+        return self._search(label, "audio", vector, rerank if reranker is not None else None, top, threshold)
 
-    def _search(self, label: str, vector: np.ndarray, rerank, top: int, threshold: float | None) -> list[Hit]:
+    def _score(self, kind: str, raw: float) -> float:
+        """A raw score (reranker probability, else cosine similarity) -> the hit's [0, 1] score,
+        calibrated when the bundle carries a calibration fitted for exactly these models."""
+        calibration = self.models.calibration
+        reranker = self.models.reranker
+        if calibration is not None and calibration.scorer == scorer_name(self.models.name, reranker.name if reranker else None):
+            return calibration.apply(kind, raw)
+        return retrieval_score(raw)
+
+    def _search(self, label: str, kind: str, vector: np.ndarray, rerank, top: int, threshold: float | None) -> list[Hit]:
         if top < 1:
             raise QueryError(f"top must be at least 1, not {top}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -113,9 +127,9 @@ class Searcher:
         if rerank is not None:
             chosen = regions[: max(self.rerank_regions, top)]
             scores = self._rerank(chosen, durations, rerank)
-            kept = [(region, score) for region, score in zip(chosen, scores) if score is not None]
+            kept = [(region, self._score(kind, score)) for region, score in zip(chosen, scores) if score is not None]
         else:
-            kept = [(region, retrieval_score(region.similarity)) for region in regions]
+            kept = [(region, self._score(kind, region.similarity)) for region in regions]
         kept.sort(key=lambda pair: -pair[1])
         hits: list[Hit] = []
         for region, score in kept:
