@@ -5,6 +5,7 @@
     archive-eval clips ../shared/data/fsdd --out results/fsdd       # text-enrolled clip KWS, EER/AUC/DET
     archive-eval words --manifest corpus.jsonl --vocab train.txt    # JMCL word discrimination AP
     archive-eval windowed --manifest corpus.jsonl --vocab train.txt # JMCL Table II windowed EER
+    archive-eval frontends --manifest corpus.jsonl -f logmel -f whisper # frame front-ends, DTW word AP
 """
 
 from __future__ import annotations
@@ -244,6 +245,55 @@ def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queri
     rows = [[r.task, r.window_s, r.split, "yes" if r.reranked else "no", r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
     text = markdown_table(["task", "window s", "split", "rerank", "EER %", "AUC", "queries", "positive", "negative"], rows)
     _emit({"queries": queries, "results": [vars(r) for r in results]}, as_json, text)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--manifest", "manifests", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Manifest with word times; repeat to score several test sets (audio relative to each manifest).")  # fmt: skip
+@click.option("-f", "--frontend", "frontends", multiple=True, default=("logmel",), show_default=True,
+              help="logmel[=N_MELS], ctc=CKPT, ctc-post=CKPT, whisper, gse, or jmcl[=DIR] (pooled cosine); repeat.")  # fmt: skip
+@models_options
+@click.option("--context", "contexts", multiple=True, type=click.Choice(["utterance", "clip"]), default=("utterance",),
+              show_default=True, help="Encode whole utterances and slice each word, or each word alone; repeat for both.")  # fmt: skip
+@click.option("--norm", "norms", multiple=True, type=click.Choice(["none", "standard"]), default=("none",), show_default=True,
+              help="standard: zero mean, unit variance per dimension over each encoded input before DTW; repeat for both.")  # fmt: skip
+@click.option("--max-per-word", default=20, show_default=True, type=click.IntRange(min=1), help="Segments per word at most.")
+@click.option("--max-segments", default=None, type=click.IntRange(min=2), help="Word segments at most (seeded sample).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads for the encoders.")
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def frontends(manifests, frontends, models_dir, factory, contexts, norms, max_per_word, max_segments, seed, threads, as_json) -> None:
+    """Frame front-ends, training-free: word discrimination AP by DTW over each word's frames."""
+    import torch
+
+    from archive_search.data.manifest import read_manifest
+    from archive_search.evaluation import frontends as probe
+    from archive_search.evaluation.report import markdown_table
+
+    torch.set_num_threads(threads)
+    built = []
+    for spec in frontends:
+        kind, _, argument = spec.partition("=")
+        if kind.strip().lower() == "jmcl":
+            built.append(("embedding", load_bundle(Path(argument) if argument else models_dir, factory).audio))
+        else:
+            built.append(("frames", probe.build_frontend(spec, threads)))
+    results = []
+    for manifest in manifests:
+        corpus = probe.load_word_corpus(read_manifest(manifest), manifest.parent, max_per_word, max_segments, seed)
+        for kind, frontend in built:
+            for context in contexts:
+                if kind == "embedding":  # pooled vectors: no frames to normalise
+                    results.append({"manifest": str(manifest), **probe.embedding_word_discrimination(corpus, frontend, context).to_dict()})
+                    continue
+                for norm in norms:
+                    result = probe.dtw_word_discrimination(corpus, frontend, context, normalise=norm == "standard")
+                    results.append({"manifest": str(manifest), **result.to_dict()})
+    rows = [[Path(r["manifest"]).name, r["frontend"], r["context"], "standard" if r["normalised"] else "none", r["ap"] * 100,
+             r["n_segments"], r["n_words"], r["dim"], r["frames_per_word"], r["speed"]] for r in results]  # fmt: skip
+    text = markdown_table(["data", "front-end", "context", "norm", "AP %", "segments", "words", "dim", "frames/word", "x real time (CPU)"], rows)
+    _emit({"command": _command_line(), "results": results}, as_json, text)
 
 
 if __name__ == "__main__":
