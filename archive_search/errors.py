@@ -83,3 +83,10 @@ class EvaluationError(ArchiveSearchError):
     a manifest without word times, or a peer system that cannot run."""
 
     exit_code = 11
+
+
+class IndexWriteError(ArchiveSearchError):
+    """The index could not be written (disk full, quota, read-only file system). What was
+    saved before stays intact and searchable; freeing space and re-running finishes the job."""
+
+    exit_code = 12

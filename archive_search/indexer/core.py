@@ -7,6 +7,7 @@ at the end (see storage/store.py for why a kill at any point loses nothing commi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from archive_search.audio import (
     stream_audio,
 )
 from archive_search.embedders.base import AudioEmbedder
-from archive_search.errors import ArchiveSearchError, AudioDecodeError
+from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWriteError
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
 from archive_search.indexer.windows import StreamWindower, WindowBatch
 from archive_search.storage.store import IndexSettings, Store, StoredFile
@@ -158,9 +159,14 @@ class Indexer:
                 if time.monotonic() - last_save > self.save_every_s:
                     self.store.save_vectors()
                     last_save = time.monotonic()
-        finally:
-            # Also on KeyboardInterrupt: what was committed keeps its vectors.
-            self.store.save_vectors()
+        except BaseException:
+            # Also on Ctrl-C or a full disk: what was committed keeps its vectors if they can
+            # still be saved; if not, the saved index stays as it was and the next run repairs
+            # (so the first error, not this one, is what the caller sees).
+            with contextlib.suppress(IndexWriteError):
+                self.store.save_vectors()
+            raise
+        self.store.save_vectors()
         report.elapsed_s = time.monotonic() - started
         self._notify(len(candidates), len(candidates), report, started, None)
         return report
@@ -184,6 +190,8 @@ class Indexer:
                 return
             sample_rate = _native_rate(path)
             windows, vectors, duration, peak = self._embed_file(path, report, started, number, total)
+        except IndexWriteError:
+            raise  # the index, not this file, is the problem: stop the run
         except ArchiveSearchError as exc:
             report.errors.append(FileIssue(path, getattr(exc, "reason", None) or str(exc)))
             return

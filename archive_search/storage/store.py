@@ -17,7 +17,9 @@ consistent snapshot.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import json
 import os
 import time
@@ -28,15 +30,62 @@ from typing import Iterable, Sequence
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from archive_search.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
+from archive_search.errors import (
+    IndexCorruptError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexWriteError,
+)
 from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, WindowRow
 from archive_search.storage.vectors import VectorIndex, choose_kind, windows_per_hour
 
 DB_NAME = "index.sqlite"
 VECTORS_NAME = "vectors.faiss"
 LOCK_NAME = "write.lock"
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+"""OS errors that mean the index folder cannot take more data (not a bug, not a bad file)."""
+
+_SQLITE_WRITE_FAILURES = ("database or disk is full", "readonly database", "disk i/o error")
+
+
+def write_failure(folder: Path, exc: BaseException) -> IndexWriteError | None:
+    """An IndexWriteError naming `folder` if `exc` is a failed write of the index (disk full,
+    quota, read-only), else None."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        reason = exc.strerror or str(exc)
+    elif isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in _SQLITE_WRITE_FAILURES):
+        reason = str(exc.orig)
+    else:
+        return None
+    return IndexWriteError(
+        f"{folder}: cannot write the index ({reason}); the index as last saved is intact and searchable, "
+        "free space and run archive-index again to finish"
+    )
+
+
+def _writes(method):
+    """Raise IndexWriteError instead of a raw OSError/SQLite error when the index cannot be written.
+
+    The underlying writes are atomic (one SQLite transaction, temp file + rename), so a
+    failure here leaves the index as it was before the call."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, OperationalError) as exc:
+            error = write_failure(self.folder, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return wrapper
 
 
 def path_key(path: str | Path) -> bytes:
@@ -212,6 +261,12 @@ class Store:
                 stale.unlink(missing_ok=True)  # a save that was killed halfway
             store.last_check = store.check(repair=True)
             return store
+        except (OSError, OperationalError) as exc:
+            lock_handle.close()
+            error = write_failure(folder, exc)
+            if error is None:
+                raise
+            raise error from exc
         except BaseException:
             lock_handle.close()
             raise
@@ -254,6 +309,7 @@ class Store:
                 float(self._meta["window_hop_fraction"]),
             )
 
+    @_writes
     def _write_meta(self, values: dict) -> None:
         with self.sessions.begin() as session:
             for key, value in values.items():
@@ -304,6 +360,7 @@ class Store:
             self._vectors_mtime = mtime
         return self._vectors
 
+    @_writes
     def save_vectors(self) -> None:
         """Migrate the index type if the archive's size calls for it, then save atomically."""
         assert self.writable and self.settings is not None
@@ -336,6 +393,7 @@ class Store:
         self._next_window_id += count
         return ids
 
+    @_writes
     def put_file(
         self,
         path: str,
@@ -376,12 +434,14 @@ class Store:
         self._dirty = True
         return len(windows)
 
+    @_writes
     def touch_file(self, path: str, size: int, mtime: float) -> None:
         """Record a new size/mtime for a file whose content hash did not change."""
         with self.sessions.begin() as session:
             row = session.scalars(select(FileRow).where(FileRow.path == path_key(path))).one()
             row.size, row.mtime = size, mtime
 
+    @_writes
     def remove_files(self, paths: Iterable[str]) -> int:
         """Delete files and exactly their vectors; returns the number of vectors removed."""
         assert self.writable

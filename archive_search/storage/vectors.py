@@ -209,9 +209,12 @@ class VectorIndex:
         path = Path(path)
         temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
-            data = faiss.serialize_index(self.index)
             with open(temporary, "wb") as handle:
-                handle.write(data.tobytes())
+                # Streamed in faiss's own chunks: serialize_index would hold two extra copies of
+                # the whole index in memory (the peak of a long indexing run; docs/reliability.md).
+                writer = faiss.PyCallbackIOWriter(handle.write)
+                faiss.write_index(self.index, writer)
+                del writer  # flushes its buffer into `handle`
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)

@@ -137,3 +137,22 @@ def test_check_repairs(indexed, monkeypatch):
 def test_index_without_folders_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(index_cli.main, ["--index", str(tmp_path)])
     assert result.exit_code == 2 and "folders" in result.stderr
+
+
+def test_disk_full_is_one_line_and_its_own_exit_code(tmp_path, fakes, monkeypatch):
+    import errno
+
+    from archive_search.errors import IndexWriteError
+    from archive_search.storage import store as store_module
+
+    write_episodes(tmp_path / "audio", count=2)
+
+    @store_module._writes
+    def no_room(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.Store, "put_file", no_room)
+    result = CliRunner().invoke(index_cli.main, [str(tmp_path / "audio"), "--index", str(tmp_path / "index"), "-q"])
+    assert result.exit_code == IndexWriteError.exit_code == 12
+    assert result.stderr == (f"error: {tmp_path / 'index'}: cannot write the index (No space left on device); the index as "
+                             "last saved is intact and searchable, free space and run archive-index again to finish\n")

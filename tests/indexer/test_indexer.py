@@ -1,5 +1,8 @@
+import multiprocessing
 import os
 import shutil
+import tempfile
+import traceback
 
 import numpy as np
 import pytest
@@ -105,12 +108,71 @@ def test_bad_files_are_reported_and_the_rest_indexed(tmp_path):
     assert not again.skipped and again.unchanged == len(report.added)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_is_reported(tmp_path):
-    write_wav(tmp_path / "locked.wav", tone_word("apple"))
-    os.chmod(tmp_path / "locked.wav", 0)
-    report = Archive.open(tmp_path / "index", fake_bundle()).add([tmp_path])
-    assert "permission" in report.errors[0].reason.lower()
+NOBODY = 65534
+
+
+def _index_unprivileged(folder: str):
+    """Index `folder` (audio/ into index/) as the current user, or, as root (who reads any file
+    whatever its permissions), in a forked child that first drops to uid/gid 65534; returns
+    (added, errors) as strings."""
+
+    def run():
+        report = Archive.open(os.path.join(folder, "index"), fake_bundle()).add([os.path.join(folder, "audio")])
+        return sorted(report.added), [str(issue) for issue in report.errors]
+
+    if os.geteuid() != 0:
+        return run()
+    # The unprivileged child may not reach the interpreter's own files (they can live under
+    # /root), so everything indexing imports lazily is imported here first, by a run as root.
+    warm_up = tempfile.mkdtemp()
+    write_wav(os.path.join(warm_up, "a.wav"), tone_word("apple"))
+    Archive.open(os.path.join(warm_up, "index"), fake_bundle()).add([warm_up])
+    shutil.rmtree(warm_up)
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+
+    def child():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        try:
+            queue.put(("ok", run()))
+        except BaseException:
+            queue.put(("crash", traceback.format_exc()))
+
+    worker = multiprocessing.get_context("fork").Process(target=child)
+    worker.start()
+    worker.join()
+    kind, result = queue.get()
+    assert kind == "ok", result
+    return result
+
+
+def test_unreadable_file_and_folder_are_reported(tmp_path):
+    # Not under tmp_path: pytest's base folder is private to its user, and as root the
+    # indexing runs as an unprivileged user who must reach this folder.
+    folder = tempfile.mkdtemp(prefix="archive-search-permissions-")
+    try:
+        audio = os.path.join(folder, "audio")
+        os.makedirs(os.path.join(audio, "private"))
+        write_wav(os.path.join(audio, "good.wav"), tone_word("apple"))
+        write_wav(os.path.join(audio, "locked.wav"), tone_word("river"))
+        write_wav(os.path.join(audio, "private", "hidden.wav"), tone_word("garden"))
+        if os.geteuid() == 0:
+            for path in (folder, audio, os.path.join(audio, "private"), *(os.path.join(audio, n) for n in ("good.wav", "locked.wav"))):
+                os.chown(path, NOBODY, NOBODY)
+        os.chmod(os.path.join(audio, "locked.wav"), 0)
+        os.chmod(os.path.join(audio, "private"), 0)
+        added, errors = _index_unprivileged(folder)
+        assert added == [os.path.join(audio, "good.wav")]  # the rest is indexed
+        assert sorted(errors) == [
+            f"{os.path.join(audio, 'locked.wav')}: cannot be read: Permission denied",
+            f"{os.path.join(audio, 'private')}: cannot be read: Permission denied",
+        ]
+        store = Store.open(os.path.join(folder, "index"))
+        assert set(store.stored_files()) == {os.path.join(audio, "good.wav")} and store.check().ok
+        store.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_long_file_is_streamed_in_chunks(tmp_path, monkeypatch):
