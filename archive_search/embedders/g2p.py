@@ -14,6 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import inflect
 import numpy as np
 
 from archive_search.embedders.phonemes import normalise_phonemes
@@ -23,6 +24,15 @@ MAX_QUERY_WORDS = 12
 """Longer text is refused: the engine searches words and short phrases, not sentences."""
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+_LATIN_LETTERS = str.maketrans({
+    "ß": "ss", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
+    "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th", "ð": "dh", "Ð": "Dh", "ı": "i", "ŋ": "ng",
+})  # fmt: skip
+"""Latin letters that have no accent to strip (NFD leaves them whole): spelled in ASCII so a
+word like "straße" stays one word instead of losing a letter and splitting."""
+
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,17 @@ _G2P_PHONEMES = ["<pad>", "<unk>", "<s>", "</s>"] + [
 
 
 def normalise_text(text: str) -> list[str]:
-    """Lower-case words of a query: numbers spelled out, accents stripped, symbols dropped."""
+    """Lower-case words of a query: numbers spelled out, accents stripped (ß -> ss, æ -> ae...),
+    symbols and non-Latin scripts dropped."""
     normalize_numbers = _g2p_en_module().normalize_numbers
 
-    text = unicodedata.normalize("NFKC", text)
-    text = normalize_numbers(text)
+    text = unicodedata.normalize("NFKC", text).translate(_LATIN_LETTERS)
+    try:
+        text = normalize_numbers(text)
+    except (ValueError, inflect.NumOutOfRangeError):
+        # g2p_en's expander fails on odd money strings ("$,0") and numbers past 10^33 (found
+        # by fuzzing, tests/indexer/test_fuzz.py): read every number digit by digit instead.
+        text = re.sub(r"[0-9]", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", text)
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = text.lower().replace("-", " ")
     return _WORD.findall(text)
