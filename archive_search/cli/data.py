@@ -1,4 +1,4 @@
-"""`archive-data`: make synthetic corpora and episodes, import real corpora into manifests."""
+"""`archive-data`: make synthetic corpora and episodes, import real corpora into manifests, check label quality."""
 
 from __future__ import annotations
 
@@ -147,6 +147,56 @@ def pseudo_label_command(src, out, split, threads, min_probability, as_json) -> 
     bar.close()
     _emit({"manifest": str(out), "utterances": count, "hours": round(total / 3600, 4),
            "words": sum(len(u.words) for u in utterances)}, as_json)  # fmt: skip
+
+
+@main.command(name="tts-check")
+@click.option("--clips", type=int, default=60, show_default=True, help="Clips per engine.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus plan the clips come from.")
+@click.option("--engine", "engines", multiple=True, type=click.Choice(["espeak", "flite", "festival"]))
+@click.option("--json", "as_json", is_flag=True)
+def tts_check(clips, seed, engines, as_json) -> None:
+    """Phone error rate of each TTS engine's own phones against the dictionary pronunciation."""
+    from archive_search.data.quality import tts_phone_check
+
+    try:
+        report = tts_phone_check(clips, seed=seed, engines=engines or None)
+    except ArchiveSearchError as error:
+        _fail(error)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    for engine in report.engines:
+        click.echo(f"{engine.engine}: PER {engine.phone_error_rate:.3f} over {engine.clips} clips "
+                   f"({engine.edits} edits / {engine.dictionary_phones} dictionary phones, "
+                   f"{engine.unmapped_phones} unmapped)")  # fmt: skip
+    for engine in report.missing:
+        click.echo(f"{engine}: not installed, not checked")
+
+
+@main.command(name="pseudo-label-wer")
+@click.option("--manifest", "manifests", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              multiple=True, help="Manifest with forced-aligned word times (e.g. an imported LibriSpeech + MFA one); repeatable.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Utterances to check.")
+@click.option("--every", type=int, default=1, show_default=True, help="Take every N-th utterance with word times.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def pseudo_label_wer(manifests, limit, every, threads, as_json) -> None:
+    """Word error rate and word-time error of Whisper pseudo-labels against aligned words."""
+    from archive_search.data.quality import pseudo_label_check
+
+    try:
+        report = pseudo_label_check(manifests, limit=limit, every=every, threads=threads)
+    except ArchiveSearchError as error:
+        _fail(error)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"{report.utterances} utterances, {report.audio_s:.0f} s, {report.reference_words} words: "
+               f"WER {report.word_error_rate:.3f}")  # fmt: skip
+    for name, times in (("raw", report.raw_times), (f"shifted {report.shift_s:+.2f} s", report.shifted_times)):
+        click.echo(f"{name}: {times.matched_words} matched words, start error median {times.start_abs_median:.3f} s, "
+                   f"p90 {times.start_abs_p90:.3f} s, {100 * times.start_within_100ms:.0f}% within 0.1 s; "
+                   f"signed median start {times.start_signed_median:+.3f} s, end {times.end_signed_median:+.3f} s")  # fmt: skip
 
 
 @main.command()

@@ -213,3 +213,18 @@ def test_folder_given_twice_and_missing_folder(tmp_path):
     shutil.rmtree(tmp_path / "audio")
     report = Archive.open(tmp_path / "index", fake_bundle()).add([tmp_path])
     assert len(report.removed) == 2 and contents(tmp_path / "index") == {}
+
+
+def test_audio_without_extension_is_indexed_when_named(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    write_wav(audio / "recording.wav", tone_word("apple"))
+    os.rename(audio / "recording.wav", audio / "recording")  # wav bytes, no extension
+    (audio / "README").write_text("not audio\n")
+    archive = Archive.open(tmp_path / "index", fake_bundle())
+    walked = archive.add([audio])
+    assert walked.ok and walked.files_seen == 0  # a folder walk takes audio names only
+    named = archive.add([audio / "recording", audio / "README"])
+    assert named.added == [str(audio / "recording")]
+    assert [issue.path for issue in named.errors] == [str(audio / "README")]
+    assert "\n" not in named.errors[0].reason
