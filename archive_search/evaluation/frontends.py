@@ -102,12 +102,12 @@ class WhisperFrontEnd:
 
     offset_s = 0.0
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, pad: bool = False):
         from archive_search.embedders.whisper_encoder import HOP_S, WhisperEncoder
 
-        self.encoder = WhisperEncoder(threads=threads)
+        self.encoder = WhisperEncoder(threads=threads, pad=pad)
         self.hop_s = HOP_S
-        self.name = "whisper-tiny.en"
+        self.name = "whisper-tiny.en" + (" (padded to 30 s)" if pad else "")
 
     def frames(self, samples: np.ndarray) -> np.ndarray:
         return self.encoder.frames(samples)
@@ -131,7 +131,7 @@ class GoogleSpeechEmbeddingFrontEnd:
 
 
 def build_frontend(spec: str, threads: int = 1) -> FrameFrontEnd:
-    """`logmel[=N_MELS]`, `ctc=CHECKPOINT`, `ctc-post=CHECKPOINT`, `whisper`, `gse`."""
+    """`logmel[=N_MELS]`, `ctc=CHECKPOINT`, `ctc-post=CHECKPOINT`, `whisper`, `whisper-pad`, `gse`."""
     kind, _, argument = spec.partition("=")
     kind = kind.strip().lower()
     if kind == "logmel":
@@ -140,11 +140,11 @@ def build_frontend(spec: str, threads: int = 1) -> FrameFrontEnd:
         if not argument:
             raise EvaluationError(f"front-end {spec!r}: give the checkpoint, e.g. {kind}=work/kws/ctc-300.pt")
         return CTCFrontEnd(argument, "hidden" if kind == "ctc" else "posterior")
-    if kind == "whisper":
-        return WhisperFrontEnd(threads)
+    if kind in ("whisper", "whisper-pad"):
+        return WhisperFrontEnd(threads, pad=kind == "whisper-pad")
     if kind == "gse":
         return GoogleSpeechEmbeddingFrontEnd(threads)
-    raise EvaluationError(f"unknown front-end {spec!r} (logmel, ctc=PATH, ctc-post=PATH, whisper, gse)")
+    raise EvaluationError(f"unknown front-end {spec!r} (logmel, ctc=PATH, ctc-post=PATH, whisper, whisper-pad, gse)")
 
 
 # --------------------------------------------------------------------------- DTW

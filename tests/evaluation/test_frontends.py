@@ -132,3 +132,5 @@ def test_whisper_encoder_frames_every_20_ms_past_30_s():
     assert one.shape == (50, 384) and np.isfinite(one).all()
     long = encoder.frames(0.1 * rng.standard_normal(16000 * 31).astype(np.float32))
     assert long.shape == (1550, 384)  # a 30 s chunk (1500 frames) and a 1 s one
+    padded = WhisperEncoder(pad=True).frames(0.1 * rng.standard_normal(12345).astype(np.float32))
+    assert padded.shape == (39, 384)  # whisper's 30 s input, only the clip's own frames kept
