@@ -2,6 +2,7 @@
 one-line error naming the file, or get indexed; never a crash, never a half-written file.
 Fuzz the text query normaliser the same way: any text gives phonemes or a QueryError."""
 
+import os
 import re
 
 import numpy as np
@@ -15,10 +16,13 @@ from archive_search.embedders.g2p import MAX_QUERY_WORDS, pronounce
 from archive_search.errors import QueryError
 from tests.fakes import fake_bundle, write_episodes
 
+SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
+"""Multiplies every example count: FUZZ_SCALE=20 for a longer fuzzing session (docs/reliability.md)."""
+
 RIFF_HEADER = bytes.fromhex("52494646 24000000 57415645 666d7420 10000000 01000100 803e0000 007d0000 02001000 64617461")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     payload=st.one_of(
         st.binary(max_size=3000),
@@ -52,7 +56,7 @@ def archive(tmp_path_factory):
     return archive
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100 * SCALE, deadline=None)
 @given(samples=st.lists(st.floats(-1.5, 1.5, allow_nan=False, width=32), min_size=0, max_size=4000))
 def test_random_query_clips_give_hits_or_a_query_error(archive, samples):
     try:
@@ -67,7 +71,7 @@ NUMBERISH = st.text(alphabet=st.sampled_from(list("0123456789$£€.,%-' abxyzÉ
 """Digits, money and ordinal shapes: where g2p_en's number expander lives (and once crashed)."""
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(text=st.one_of(st.text(max_size=80), NUMBERISH))
 def test_random_text_gives_phonemes_or_a_query_error(text):
     try:
@@ -98,7 +102,7 @@ def test_huge_number_is_a_query_error_not_a_crash():
         pronounce("1" * 40)  # inflect refuses numbers past 10^33; read digit by digit: 40 words
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100 * SCALE, deadline=None)
 @given(text=st.one_of(st.text(max_size=40), NUMBERISH))
 def test_random_text_queries_give_hits_or_a_query_error(plain_archive, text):
     try:
