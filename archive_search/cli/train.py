@@ -128,8 +128,12 @@ def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segm
 
 @main.command()
 @click.option("--config", "config_name", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True)
-@click.option("--ctc", "ctc_checkpoint", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Trained CTC conformer checkpoint; frozen inside ParallelKWS.")
+@click.option("--ctc", "ctc_checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="Trained CTC conformer checkpoint; frozen inside ParallelKWS (conformer front-end only).")
+@click.option("--frontend", type=click.Choice(["conformer", "gse"]), default="conformer", show_default=True,
+              help="Path (a): the CTC conformer (paper) or Google's pre-trained speech embedding (cached once).")
+@click.option("--cache", "feature_cache", type=click.Path(file_okay=False, path_type=Path),
+              help="gse: folder of cached front-end features (default OUT/features); shared between runs.")
 @click.option("--data", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--split", "splits", multiple=True, default=("train",), show_default=True)
 @click.option("--valid", "valid_manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),
@@ -141,12 +145,14 @@ def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segm
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--augment-prob", type=float, default=0.3, show_default=True)
 @common_options
-def kws(config_name, ctc_checkpoint, manifests, splits, valid_manifests, attention, pda_weight, batch_regions, lr,
-        augment_prob, out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
-    """ParallelKWS reranker on regions of continuous speech (conformer frozen)."""
+def kws(config_name, ctc_checkpoint, frontend, feature_cache, manifests, splits, valid_manifests, attention, pda_weight,
+        batch_regions, lr, augment_prob, out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
+    """ParallelKWS reranker on regions of continuous speech (front-end frozen)."""
     from archive_search.training.kws import KWSTrainConfig, train_kws
 
-    config = KWSTrainConfig(config=config_name, attention=attention, pda_weight=pda_weight, steps=steps,
+    if frontend == "conformer" and not ctc_checkpoint:
+        raise click.BadParameter("the conformer front-end needs the CTC checkpoint", param_hint="--ctc")
+    config = KWSTrainConfig(config=config_name, frontend=frontend, attention=attention, pda_weight=pda_weight, steps=steps,
                             batch_regions=batch_regions, lr=lr, augment_prob=augment_prob, seed=seed,
                             save_every=save_every, device=device)  # fmt: skip
 
@@ -156,7 +162,8 @@ def kws(config_name, ctc_checkpoint, manifests, splits, valid_manifests, attenti
                        f"(smoothed {values['smoothed']:.4f}) {values['elapsed_s']:.0f}s", err=True)  # fmt: skip
 
     _run(as_json, threads, lambda: train_kws(config, ctc_checkpoint, manifests, out_dir, resume=resume, splits=splits,
-                                             valid_manifests=valid_manifests, progress=progress))  # fmt: skip
+                                             valid_manifests=valid_manifests, progress=progress,
+                                             feature_cache=feature_cache))  # fmt: skip
 
 
 @main.command("jmcl-eval")
@@ -216,7 +223,8 @@ def jmcl_eval(checkpoint, manifests, splits, train_manifests, train_splits, max_
 
 
 @main.command("kws-eval")
-@click.option("--ctc", "ctc_checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--ctc", "ctc_checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="The conformer's CTC checkpoint (not needed by a gse-front-end kws.pt).")
 @click.option("--kws", "kws_checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--data", "manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Held-out manifest for LibriPhrase-style trials (all splits unless --split); repeat.")
@@ -241,6 +249,82 @@ def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, se
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(exc.exit_code) from exc
     click.echo(json.dumps(result, indent=2, default=float))
+
+
+@main.command("kws-engine-eval")
+@click.option("--data", "manifest", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Dev manifest with word times; its audio files are indexed.")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Index folder for the dev audio (built on first use with the JMCL model).")
+@click.option("--jmcl", "jmcl_checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="JMCL checkpoint (default: the shipped one).")
+@click.option("--kws", "kws_checkpoints", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="KWS checkpoint to compare; repeat. A conformer one takes --ctc.")
+@click.option("--ctc", "ctc_checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.option("--qbe", "qbe_features", multiple=True, default=(), help="Also compare these QbE DTW features (gse, fbank, conformer).")
+@click.option("--regions", "rerank_regions", type=int, default=10, show_default=True)
+@click.option("--queries", type=int, default=120, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def kws_engine_eval(manifest, index_dir, jmcl_checkpoint, kws_checkpoints, ctc_checkpoint, qbe_features, rerank_regions,
+                    queries, seed, threads):  # fmt: skip
+    """The engine's ranking on a dev set: JMCL alone against JMCL + each reranker (and mixes). Prints JSON."""
+    import dataclasses
+
+    import torch
+
+    from archive_search import Archive
+    from archive_search.data.manifest import iter_manifest
+    from archive_search.embedders.jmcl import load_jmcl
+    from archive_search.embedders.registry import CHECKPOINT_DIR, JMCL_FILE, ModelBundle
+    from archive_search.embedders.rerank import load_reranker
+    from archive_search.training.kws import engine_rerank_eval
+
+    torch.set_num_threads(threads)
+    try:
+        audio, text = load_jmcl(jmcl_checkpoint or CHECKPOINT_DIR / JMCL_FILE, "cpu")
+        archive = Archive.open(index_dir, ModelBundle(audio.name, audio, text, None))
+        root = Path(manifest).parent
+        archive.add(sorted({str(u.audio_path(root).resolve()) for u in iter_manifest(manifest)}))
+        rerankers = {}
+        for path in kws_checkpoints:
+            reranker = load_reranker(ctc_checkpoint, path)
+            rerankers[Path(path).parent.name or Path(path).stem] = reranker
+            for features in qbe_features:
+                if features != reranker.qbe_features:
+                    try:
+                        rerankers[f"{Path(path).parent.name}-qbe-{features}"] = dataclasses.replace(reranker, qbe_features=features)
+                    except ArchiveSearchError:
+                        pass
+        result = engine_rerank_eval(archive, rerankers, manifest, None, rerank_regions, queries, queries // 2, seed)
+    except ArchiveSearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from exc
+    click.echo(json.dumps(result, indent=2, default=float))
+
+
+@main.command("kws-export")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), required=True, help="A KWS training last.pt.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the shipped file (e.g. archive_search/checkpoints/kws.pt).")
+def kws_export(checkpoint, out_path):
+    """Write a ParallelKWS checkpoint for shipping: trained weights only, float16, versioned by a weight hash."""
+    import hashlib
+
+    from archive_search.embedders.parallelkws import load_kws, save_kws, trainable_state
+
+    try:
+        model, extra = load_kws(checkpoint)
+        digest = hashlib.sha256(repr(model.dims).encode())
+        for key, tensor in sorted(trainable_state(model).state_dict().items()):
+            digest.update(key.encode() + tensor.detach().half().numpy().tobytes())
+        version = f"{model.dims.frontend}-{digest.hexdigest()[:10]}"
+        keep = {k: extra[k] for k in ("step", "valid", "train") if k in extra}
+        path = save_kws(out_path, model, extra={**keep, "version": version, "exported_from": str(checkpoint)}, half=True)
+    except ArchiveSearchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from exc
+    click.echo(f"{path}: parallelkws {version}, {path.stat().st_size / 1e6:.1f} MB")
 
 
 @main.command("jmcl-export")

@@ -17,6 +17,14 @@ and a sigmoid (eqs. 5-6). Padded frames and tokens are masked as keys and in the
 
 Loss: BCE + lambda * PDA (eqs. 7-12, lambda = 0.3, g = 0.1). The PDA affinity is the
 attention map of the text-query cross-attention.
+
+Front-ends (KWSDims.frontend): "conformer" is the paper's path (a), the phoneme-CTC conformer
+trained here. "gse" replaces it with Google's pre-trained speech embedding (frontends.py, 96-d
+frames every 80 ms, frozen, computed outside the model): path (a) is a k1 convolution over those
+frames and path (b) three k3/s2 convolutions over the front-end's own 32-bin log-mel (10 ms ->
+80 ms, output frame k centred on mel frame 8k like the embedding frame k), so E_a runs at 80 ms.
+The PDA targets then come from word alignments (`alignment_positions`), since there are no
+conformer phoneme runs.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from archive_search.embedders.g2p import g2p_model, grapheme_ids, normalise_text
 from archive_search.errors import CheckpointError, QueryError
 
 ATTENTION_MODES = ("parallel", "self", "cross")
+FRONTENDS = ("conformer", "gse")
 FROZEN_PREFIXES = ("speech.", "g2p_embedding.", "g2p_gru.")
 """Parameters that are not trained here and not stored in a KWS checkpoint: the conformer
 comes from its own CTC checkpoint, the G2P encoder from the g2p_en package."""
@@ -56,10 +65,15 @@ class KWSDims:
     g2p_dim: int = 256  # hidden size of g2p_en's encoder GRU
     g2p_vocab: int = 29
     time_stride: int = 1  # 1: the paper (E_a at the 10 ms fbank rate); 4: "fast" (40 ms, no upsampling)
+    frontend: str = "conformer"  # "conformer" (the paper) | "gse" (Google speech embedding, pre-trained)
+    frontend_dim: int = 96  # gse: embedding size
+    frontend_mels: int = 32  # gse: mel bins of its log-mel (path b)
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
             raise CheckpointError(f"unknown attention mode {self.attention!r}; expected one of {ATTENTION_MODES}")
+        if self.frontend not in FRONTENDS:
+            raise CheckpointError(f"unknown front-end {self.frontend!r}; expected one of {FRONTENDS}")
         if self.speech is None:
             self.speech = CTCDims().__dict__.copy()
         if self.time_stride not in (1, SUBSAMPLING):
@@ -77,6 +91,15 @@ class KWSDims:
     def fast(cls, speech: CTCDims | None = None) -> "KWSDims":
         """The engine's default: E_a at the conformer's 40 ms rate (see encode_audio)."""
         return cls(speech=(speech or CTCDims.paper()).__dict__.copy(), time_stride=SUBSAMPLING)
+
+    @classmethod
+    def gse(cls, **overrides) -> "KWSDims":
+        """The paper's sizes on Google's speech embedding instead of the conformer (80 ms frames)."""
+        return cls(frontend="gse", **overrides)
+
+    @property
+    def uses_conformer(self) -> bool:
+        return self.frontend == "conformer"
 
     @classmethod
     def tiny(cls, speech: CTCDims | None = None, **overrides) -> "KWSDims":
@@ -107,14 +130,25 @@ class ParallelKWS(nn.Module):
         super().__init__()
         self.dims = dims
         speech_dims = dims.speech_dims
-        self.speech = CTCConformer(speech_dims)
-        self.speech.requires_grad_(False)
         c, d = dims.path_channels, dims.d
-        if dims.time_stride == 1:
+        if not dims.uses_conformer:
+            self.speech = None  # the pre-trained front-end runs outside the model (frontends.py)
+            # The embedding's values are large (std ~17 on speech); normalise each frame before
+            # the k1 convolution so the GRU does not start saturated.
+            self.frontend_norm = nn.LayerNorm(dims.frontend_dim)
+            self.speech_up = nn.Conv1d(dims.frontend_dim, c, kernel_size=1)
+            self.fbank_down = nn.Conv1d(dims.frontend_mels, c, kernel_size=3, stride=2, padding=1)
+            self.fbank_mid = nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1)
+            self.fbank_up = nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1)
+        elif dims.time_stride == 1:
+            self.speech = CTCConformer(speech_dims)
+            self.speech.requires_grad_(False)
             self.speech_up = nn.ConvTranspose1d(speech_dims.d_model, c, kernel_size=5, stride=SUBSAMPLING)
             self.fbank_down = nn.Conv1d(speech_dims.n_mels, c, kernel_size=3, stride=2, padding=1)
             self.fbank_up = nn.ConvTranspose1d(c, c, kernel_size=3, stride=2, padding=1, output_padding=1)
         else:
+            self.speech = CTCConformer(speech_dims)
+            self.speech.requires_grad_(False)
             # "fast": the same two paths without returning to 10 ms: the conformer states pass
             # through a k1 convolution, the fbank through two k3/s2 convolutions (40 ms). The GRU
             # and the attention then see 4x fewer frames, which keeps reranking inside the
@@ -151,27 +185,27 @@ class ParallelKWS(nn.Module):
 
     def train(self, mode: bool = True) -> "ParallelKWS":
         super().train(mode)
-        self.speech.eval()  # frozen: dropout off even while the rest trains
+        if self.speech is not None:
+            self.speech.eval()  # frozen: dropout off even while the rest trains
         return self
 
     # ---- text side -------------------------------------------------------------------------
     @torch.no_grad()
     def g2p_states(self, words: str | Sequence[str]) -> torch.Tensor:
-        """A phrase -> frozen G2P encoder states (T_t, g2p_dim), words concatenated. Cached."""
-        key = tuple(words) if not isinstance(words, str) else (words,)
-        cached = self._text_cache.get(key)
-        if cached is not None:
-            return cached
+        """A phrase -> frozen G2P encoder states (T_t, g2p_dim), words concatenated. Each word
+        is encoded from a zero state, so its states are cached per word."""
         states = []
         for ids in text_graphemes(words):
-            tokens = torch.as_tensor(ids, device=self.g2p_embedding.weight.device).unsqueeze(0)
-            output, _ = self.g2p_gru(self.g2p_embedding(tokens))
-            states.append(output[0])
-        result = torch.cat(states)
-        if len(self._text_cache) > 4096:
-            self._text_cache.clear()
-        self._text_cache[key] = result
-        return result
+            key = tuple(int(i) for i in ids)
+            cached = self._text_cache.get(key)
+            if cached is None:
+                tokens = torch.as_tensor(ids, device=self.g2p_embedding.weight.device).unsqueeze(0)
+                cached = self.g2p_gru(self.g2p_embedding(tokens))[0][0]
+                if len(self._text_cache) > 50_000:
+                    self._text_cache.clear()
+                self._text_cache[key] = cached
+            states.append(cached)
+        return torch.cat(states)
 
     def text_batch(self, texts: Sequence[str | Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Phrases -> padded G2P states (B, T_t, g2p_dim) and lengths (B,)."""
@@ -181,8 +215,26 @@ class ParallelKWS(nn.Module):
 
     # ---- audio side ------------------------------------------------------------------------
     def audio_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Fbank frame counts -> E_a frame counts."""
-        return lengths if self.dims.time_stride == 1 else subsampled_lengths(lengths).clamp(min=1)
+        """Input frame counts (fbank; gse: embedding frames) -> E_a frame counts."""
+        if not self.dims.uses_conformer or self.dims.time_stride == 1:
+            return lengths
+        return subsampled_lengths(lengths).clamp(min=1)
+
+    def encode_frontend(
+        self, frames: torch.Tensor, lengths: torch.Tensor, mel: torch.Tensor, mel_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """gse: frames (B, T, frontend_dim) every 80 ms, mel (B, M, frontend_mels) every 10 ms
+        -> E_a (B, T, d). Mel path output k is centred on mel frame 8k, as embedding frame k."""
+        speech = self.speech_up(self.frontend_norm(frames).transpose(1, 2))  # (B, c, T)
+        x = self._fbank_down(normalise_clips(mel, mel_lengths), mel_lengths)  # (B, c, ceil(M/2))
+        x = F.relu(self.fbank_mid(x))
+        x = x * length_mask((mel_lengths + 3) // 4, x.shape[-1]).unsqueeze(1).to(x.dtype)
+        x = self.fbank_up(x)  # (B, c, ceil(M/8))
+        time = frames.shape[1]
+        x = F.pad(x, (0, max(0, time - x.shape[-1])))[..., :time]
+        both = torch.cat([speech, x], dim=1).transpose(1, 2)  # (B, T, 2c)
+        audio, _ = self.audio_gru(both)
+        return audio
 
     def encode_audio(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels) -> E_a (B, T_a, d) and greedy conformer phoneme ids (B, T_a);
@@ -222,11 +274,30 @@ class ParallelKWS(nn.Module):
 
     # ---- pattern extractor -----------------------------------------------------------------
     def forward(
-        self, feats: torch.Tensor, lengths: torch.Tensor, g2p_states: torch.Tensor, text_lengths: torch.Tensor
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor,
+        g2p_states: torch.Tensor,
+        text_lengths: torch.Tensor,
+        mel: torch.Tensor | None = None,
+        mel_lengths: torch.Tensor | None = None,
+        audio_index: torch.Tensor | None = None,
     ) -> "KWSOutput":
-        """feats (B, T, n_mels), lengths (B,), g2p_states (B, T_t, g2p_dim), text_lengths (B,)."""
-        audio, frame_predictions = self.encode_audio(feats, lengths)
+        """feats (B, T, n_mels) fbank (conformer) or (B, T, frontend_dim) embedding frames (gse),
+        lengths (B,), g2p_states (B, T_t, g2p_dim), text_lengths (B,); gse also takes its
+        log-mel (B, M, frontend_mels) and mel_lengths (B,). audio_index (B_t,): when given, the
+        audio holds R distinct clips and text row b is paired with clip audio_index[b] (one
+        clip shown with several texts is encoded once)."""
+        if self.dims.uses_conformer:
+            audio, frame_predictions = self.encode_audio(feats, lengths)
+        else:
+            if mel is None or mel_lengths is None:
+                raise QueryError("the gse front-end needs the front-end's log-mel as well as its frames")
+            audio, frame_predictions = self.encode_frontend(feats, lengths, mel, mel_lengths), None
         lengths = self.audio_lengths(lengths).clamp(max=audio.shape[1])
+        if audio_index is not None:
+            audio, lengths = audio[audio_index], lengths[audio_index]
+            frame_predictions = frame_predictions[audio_index] if frame_predictions is not None else None
         text = self.encode_text(g2p_states)
         audio_valid = length_mask(lengths, audio.shape[1])
         text_valid = length_mask(text_lengths, text.shape[1])
@@ -243,12 +314,24 @@ class ParallelKWS(nn.Module):
         logits = self.fc(torch.cat(pooled, dim=-1)).squeeze(-1)
         return KWSOutput(logits, affinity, frame_predictions, lengths, text_lengths)
 
-    def loss(self, output: "KWSOutput", labels: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """Total = BCE + lambda * PDA (eq. 12). Returns the three terms as tensors."""
+    def loss(
+        self,
+        output: "KWSOutput",
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> dict:
+        """Total = BCE + lambda * PDA (eq. 12). Returns the three terms as tensors.
+
+        positions (B, T_a): each frame's 1-based text position c_i (`alignment_positions`),
+        needed by the gse front-end; the conformer path takes c_i from its phoneme runs (eq. 7)."""
         detection = F.binary_cross_entropy_with_logits(output.logits, labels.float())
         if self.dims.pda_weight > 0 and output.affinity is not None:
+            if positions is None and output.frame_predictions is None:
+                raise QueryError("the PDA loss needs frame positions when the front-end gives no phoneme runs")
             targets = pda_target_batch(
-                output.frame_predictions, output.audio_lengths, output.text_lengths, labels, self.dims.pda_g, generator
+                output.frame_predictions, output.audio_lengths, output.text_lengths, labels, self.dims.pda_g, generator,
+                positions=positions,
             )
             pda = pda_loss(output.affinity, targets, output.audio_lengths, output.text_lengths)
         else:
@@ -260,9 +343,32 @@ class ParallelKWS(nn.Module):
 class KWSOutput:
     logits: torch.Tensor  # (B,)
     affinity: torch.Tensor | None  # (B, T_t, T_a) text-query attention map (heads averaged)
-    frame_predictions: torch.Tensor  # (B, T_a) greedy conformer phoneme ids at the fbank rate
+    frame_predictions: torch.Tensor | None  # (B, T_a) greedy conformer phoneme ids at E_a's rate; None for gse
     audio_lengths: torch.Tensor  # (B,)
     text_lengths: torch.Tensor  # (B,)
+
+
+def pad_frontend(frames: Sequence[np.ndarray], mels: Sequence[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """Per-clip front-end outputs ((T_i, D) frames, (M_i, n_mels) log-mel) -> padded
+    frames (B, T, D), lengths (B,), mel (B, M, n_mels), mel_lengths (B,)."""
+    as_tensors = lambda xs: [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in xs]  # noqa: E731
+    f, m = as_tensors(frames), as_tensors(mels)
+    return (
+        nn.utils.rnn.pad_sequence(f, batch_first=True),
+        torch.tensor([len(x) for x in f], dtype=torch.long),
+        nn.utils.rnn.pad_sequence(m, batch_first=True),
+        torch.tensor([len(x) for x in m], dtype=torch.long),
+    )
+
+
+def normalise_clips(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-clip mean/std normalisation of (B, T, F) over each clip's valid frames (as the
+    conformer's fbank); padding stays zero."""
+    valid = length_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    count = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(1, keepdim=True) / count
+    std = ((((x - mean) * valid) ** 2).sum(1, keepdim=True) / count).sqrt().clamp(min=1e-3)
+    return (x - mean) / std * valid
 
 
 def masked_max(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -280,8 +386,13 @@ def group_indices(predictions: torch.Tensor) -> torch.Tensor:
 
 def pda_targets(predictions: torch.Tensor, text_length: int, g: float = 0.1) -> torch.Tensor:
     """Eqs. 7-9 for one positive pair: (T_a,) frame predictions -> T (T_a, T_t), columns sum to 1."""
-    c = group_indices(predictions).float()  # (T_a,)
-    j = torch.arange(1, text_length + 1, dtype=torch.float32, device=predictions.device)
+    return pda_targets_from_positions(group_indices(predictions).float(), text_length, g)
+
+
+def pda_targets_from_positions(c: torch.Tensor, text_length: int, g: float = 0.1) -> torch.Tensor:
+    """Eqs. 8-9 given each frame's (possibly fractional) 1-based position c_i (T_a,)."""
+    c = c.float()
+    j = torch.arange(1, text_length + 1, dtype=torch.float32, device=c.device)
     d = j[None, :] - c[:, None]  # eq. 8's d_ij = j - c_i
     x = -((d / text_length) ** 2) / (2 * g**2)
     return torch.softmax(x, dim=0)  # eq. 9: normalised over the audio frames i
@@ -294,15 +405,20 @@ def pda_target_batch(
     labels: torch.Tensor,
     g: float = 0.1,
     generator: torch.Generator | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Targets (B, T_a, T_t), zero on padding. Negatives get softmax-normalised N(0, 1) noise
-    over the valid frames (following CMCD, ref. [13] of the paper)."""
-    batch, width = frame_predictions.shape
+    over the valid frames (following CMCD, ref. [13] of the paper). Positives: from the frame
+    predictions' runs (eq. 7) or, when given, from positions (B, T_a) directly."""
+    source = positions if positions is not None else frame_predictions
+    batch, width = source.shape
     text_width = int(text_lengths.max())
-    targets = torch.zeros(batch, width, text_width, device=frame_predictions.device)
+    targets = torch.zeros(batch, width, text_width, device=source.device)
     for row in range(batch):
         ta, tt = int(audio_lengths[row]), int(text_lengths[row])
-        if labels[row] > 0.5:
+        if labels[row] > 0.5 and positions is not None:
+            targets[row, :ta, :tt] = pda_targets_from_positions(positions[row, :ta], tt, g)
+        elif labels[row] > 0.5:
             targets[row, :ta, :tt] = pda_targets(frame_predictions[row, :ta], tt, g)
         else:
             noise = torch.randn(ta, tt, generator=generator).to(targets.device)
@@ -320,6 +436,32 @@ def pda_loss(affinity: torch.Tensor, targets: torch.Tensor, audio_lengths: torch
     return (squared.sum(dim=(1, 2)) / text_lengths.float()).mean()
 
 
+def alignment_positions(
+    frame_times: np.ndarray, word_spans: Sequence[tuple[float, float]], word_tokens: Sequence[int]
+) -> np.ndarray:
+    """PDA's c_i from word alignments (the gse front-end has no phoneme runs): each frame's
+    1-based position in the keyword's token sequence. Inside word w (tokens a_w ... a_w + n_w - 1,
+    its characters and `</s>`) time maps linearly onto its tokens; gaps between words
+    interpolate; before and after the keyword the keyword's mean token rate extrapolates, so
+    frames of other words sit far from every token. frame_times (T_a,) and word_spans in
+    seconds on the same clock -> (T_a,) float32."""
+    knots_t, knots_p, position = [], [], 0.0
+    for (start, end), n in zip(word_spans, word_tokens):
+        end = max(end, start + 1e-3)
+        if knots_t and start <= knots_t[-1]:
+            start = knots_t[-1] + 1e-4
+            end = max(end, start + 1e-3)
+        knots_t += [start, end]
+        knots_p += [position, position + n]
+        position += n
+    t = np.asarray(frame_times, dtype=np.float64)
+    rate = position / max(knots_t[-1] - knots_t[0], 1e-3)  # tokens per second
+    p = np.interp(t, knots_t, knots_p)
+    p = np.where(t < knots_t[0], (t - knots_t[0]) * rate, p)
+    p = np.where(t > knots_t[-1], position + (t - knots_t[-1]) * rate, p)
+    return (p + 0.5).astype(np.float32)  # the middle of token j (1-based) sits at position j - 0.5
+
+
 def trainable_state(model: ParallelKWS) -> nn.Module:
     """A view of `model` without the frozen conformer and G2P encoder, for saving."""
     view = nn.Module()
@@ -334,8 +476,14 @@ def save_kws(path: str | Path, model: ParallelKWS, extra: dict | None = None, ha
     return save_checkpoint(path, "kws", model.dims, trainable_state(model), extra, half=half)
 
 
+def read_kws_dims(path: str | Path) -> KWSDims:
+    """The dims stored in a KWS checkpoint (to tell whether it needs a conformer checkpoint)."""
+    return build_dims(KWSDims, read_checkpoint(path, "kws")["dims"])
+
+
 def load_kws(path: str | Path, speech: CTCConformer | None = None, device: str = "cpu") -> tuple[ParallelKWS, dict]:
-    """Load a KWS checkpoint; `speech` is the trained conformer it was trained on."""
+    """Load a KWS checkpoint; `speech` is the trained conformer it was trained on (the gse
+    front-end needs none)."""
     payload = read_checkpoint(path, "kws")
     dims = build_dims(KWSDims, payload["dims"])
     model = ParallelKWS(dims)
@@ -343,7 +491,7 @@ def load_kws(path: str | Path, speech: CTCConformer | None = None, device: str =
     bad = [k for k in missing if not k.startswith(FROZEN_PREFIXES)] + list(unexpected)
     if bad:
         raise CheckpointError(f"{path}: KWS checkpoint does not match the model: {bad[:5]}")
-    if speech is not None:
+    if speech is not None and dims.uses_conformer:
         if speech.dims.__dict__ != dims.speech_dims.__dict__:
             raise CheckpointError(f"{path}: trained on a conformer with dims {dims.speech}, given {speech.dims.__dict__}")
         model.speech.load_state_dict(speech.state_dict())

@@ -38,12 +38,14 @@ class ModelBundle:
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
-    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped ones). device: torch
+    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped ones); a kws.pt on the
+    "gse" front-end needs no ctc.pt. device: torch
     device name; default CUDA when available, else CPU. The bundle's name is the JMCL model's,
     since the index stores only JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
     from archive_search.search.calibration import CALIBRATION_FILE, load_calibration, scorer_name
+    from archive_search.embedders.parallelkws import read_kws_dims
     from archive_search.embedders.rerank import load_reranker
 
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
@@ -52,7 +54,10 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     resolved = default_device(device)
     audio, text = load_jmcl(directory / JMCL_FILE, resolved)
     reranker = None
-    if (directory / CTC_FILE).is_file() and (directory / KWS_FILE).is_file():
-        reranker = load_reranker(directory / CTC_FILE, directory / KWS_FILE, device=str(resolved))
+    kws_path, ctc_path = directory / KWS_FILE, directory / CTC_FILE
+    # A ParallelKWS on the pre-trained speech embedding needs only kws.pt; the paper's
+    # conformer path needs ctc.pt as well (without it there is no reranker, as before).
+    if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
+        reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved))
     calibration = load_calibration(directory / CALIBRATION_FILE, scorer_name(audio.name, reranker.name if reranker else None))
     return ModelBundle(audio.name, audio, text, reranker, calibration)

@@ -1,4 +1,4 @@
-"""The engine's second stage: ParallelKWS for text queries, CTC-state DTW for query by example.
+"""The engine's second stage: ParallelKWS for text queries, frame DTW for query by example.
 
 Text query: every candidate region is scored by ParallelKWS against the query's words; the
 sigmoid output is the hit's probability.
@@ -9,7 +9,8 @@ subsequence DTW over the frozen conformer's frame states (40 ms frames, unit-nor
 cosine distance): the clip must align, in order, with some stretch of the region; free start
 and end inside the region. The score is the mean cosine similarity along the best path,
 clipped to [0, 1]. The conformer was trained for phoneme CTC, so its states carry phonetic
-content and little of the speaker.
+content and little of the speaker. With the "gse" front-end (no conformer) the DTW runs over
+Google's speech embedding frames (80 ms) instead.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, load_ctc
-from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws
-from archive_search.errors import QueryError
+from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, pad_frontend, read_kws_dims
+from archive_search.errors import CheckpointError, QueryError
 
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
@@ -36,15 +37,40 @@ class KWSReranker:
     model: ParallelKWS
     name: str = "parallelkws"
     device: str = "cpu"
-    qbe_features: str = "conformer"
-    """Frames that query-by-example DTW compares: "conformer" states or normalised "fbank"."""
+    qbe_features: str | None = None
+    """Frames that query-by-example DTW compares: "conformer" states, "gse" frames or normalised
+    "fbank"; default: the model's own front-end."""
+    frontend: object | None = None
+    """For a "gse" model: callable clips -> [GSEFrames] (default: frontends.SpeechEmbedding)."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
+        uses_conformer = self.model.dims.uses_conformer
+        if self.qbe_features is None:
+            self.qbe_features = "conformer" if uses_conformer else "gse"
+        if self.frontend is None and (not uses_conformer or self.qbe_features == "gse"):
+            from archive_search.embedders.frontends import SpeechEmbedding
+
+            self.frontend = SpeechEmbedding(threads=torch.get_num_threads())
+        if self.qbe_features == "conformer" and not uses_conformer:
+            raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
 
     @property
-    def speech(self) -> CTCConformer:
+    def speech(self) -> CTCConformer | None:
         return self.model.speech
+
+    @property
+    def n_mels(self) -> int:
+        return self.speech.dims.n_mels if self.speech is not None else CTCDims().n_mels
+
+    def _forward(self, batch: list[np.ndarray], text: torch.Tensor, text_lengths: torch.Tensor):
+        if self.model.dims.uses_conformer:
+            feats, lengths = fbank_batch(batch, self.n_mels)
+            return self.model(feats.to(self.device), lengths.to(self.device), text, text_lengths)
+        outputs = self.frontend(batch)
+        frames, lengths, mel, mel_lengths = pad_frontend([o.frames for o in outputs], [o.mel for o in outputs])
+        d = self.device
+        return self.model(frames.to(d), lengths.to(d), text, text_lengths, mel.to(d), mel_lengths.to(d))
 
     @torch.no_grad()
     def score_text(self, regions: Sequence[np.ndarray], phonemes: Sequence[str], words: str) -> np.ndarray:
@@ -58,21 +84,24 @@ class KWSReranker:
         states = self.model.g2p_states(words).to(self.device)
         scores = []
         for batch in _batches(regions):
-            feats, lengths = fbank_batch(batch, self.speech.dims.n_mels)
             text = states.unsqueeze(0).expand(len(batch), -1, -1)
             text_lengths = torch.full((len(batch),), states.shape[0], dtype=torch.long)
-            output = self.model(feats.to(self.device), lengths.to(self.device), text, text_lengths.to(self.device))
+            output = self._forward(batch, text, text_lengths.to(self.device))
             scores.append(torch.sigmoid(output.logits).cpu().numpy())
         return np.concatenate(scores).astype(np.float32)
 
     @torch.no_grad()
     def frame_states(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Clips -> unit-normalised frames for DTW, one (T_i, D) array per clip: conformer
-        states (40 ms) or, with qbe_features="fbank", the normalised log-mel frames averaged
-        over 4 (40 ms too)."""
+        states (40 ms), speech embedding frames ("gse", 80 ms) or, with qbe_features="fbank",
+        the normalised log-mel frames averaged over 4 (40 ms too)."""
         result = []
+        if self.qbe_features == "gse":
+            for out in self.frontend(list(clips)):
+                result.append(out.frames / np.maximum(np.linalg.norm(out.frames, axis=1, keepdims=True), 1e-8))
+            return result
         for batch in _batches(clips):
-            feats, lengths = fbank_batch(batch, self.speech.dims.n_mels)
+            feats, lengths = fbank_batch(batch, self.n_mels)
             if self.qbe_features == "fbank":
                 pooled = torch.nn.functional.avg_pool1d(feats.transpose(1, 2), 4, 4, ceil_mode=True).transpose(1, 2)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
@@ -125,10 +154,19 @@ def _batches(clips: Sequence[np.ndarray]):
         yield batch
 
 
-def load_reranker(ctc_path: str | Path, kws_path: str | Path, device: str = "cpu") -> KWSReranker:
-    """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker."""
-    speech, _ = load_ctc(ctc_path, device)
-    model, extra = load_kws(kws_path, speech=speech, device=device)
+def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None) -> KWSReranker:
+    """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker.
+    A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None)."""
+    if read_kws_dims(kws_path).uses_conformer:
+        if ctc_path is None or not Path(ctc_path).is_file():
+            raise CheckpointError(f"{kws_path}: this ParallelKWS runs on the phoneme-CTC conformer; its checkpoint {ctc_path} is missing")
+        speech, _ = load_ctc(ctc_path, device)
+        model, extra = load_kws(kws_path, speech=speech, device=device)
+    else:
+        model, extra = load_kws(kws_path, device=device)
+        version = extra.get("version")  # kws-export writes "gse-<weight hash>"
+        name = f"parallelkws-{version}" if version else f"parallelkws-gse-{Path(kws_path).stem}"
+        return KWSReranker(model, name=name, device=device, frontend=frontend)
     name = f"parallelkws-{extra.get('version', Path(kws_path).stem)}"
     return KWSReranker(model, name=name, device=device)
 

@@ -10,12 +10,22 @@ engine's merged candidate windows plus context look. Every region is shown with
 Negative texts that occur in the region's own words are redrawn.
 
 The conformer is frozen (its CTC checkpoint); Adam, lr 1e-3, BCE + 0.3 * PDA (the paper).
+
+With the "gse" front-end (Google's speech embedding, frozen) the front-end runs once per
+utterance before training (`build_feature_cache`: a clean and an augmented copy of every
+utterance, stored under the cache folder and reused by later runs), and a region is the slice
+of the utterance's frames whose centres fall inside it. A step then costs only the trained
+layers, so batches can be large. Each region also gets a fourth pair: another region of the
+batch (keyword absent) with this region's keyword text, the negative the engine's reranker
+actually meets (same text, other audio). PDA targets come from the word alignments
+(`parallelkws.alignment_positions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 import time
@@ -29,7 +39,14 @@ import torch
 from archive_search.audio import SAMPLE_RATE
 from archive_search.embedders.ctc import CTCDims, edit_distance, fbank_batch, load_ctc
 from archive_search.embedders.g2p import word_phonemes
-from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, save_kws
+from archive_search.embedders.parallelkws import (
+    KWSDims,
+    ParallelKWS,
+    alignment_positions,
+    load_kws,
+    pad_frontend,
+    save_kws,
+)
 from archive_search.embedders.phonemes import ARPABET, normalise_phonemes
 from archive_search.errors import DataError
 from archive_search.training.common import (
@@ -55,6 +72,8 @@ class KWSTrainConfig:
     """One ParallelKWS training run; stored in the checkpoint's `extra` and run.json."""
 
     config: str = "fast"  # fast | paper | tiny
+    frontend: str = "conformer"  # conformer (the paper) | gse (Google speech embedding, cached)
+    audio_negatives: bool = True  # gse: also pair each keyword text with another region's audio
     attention: str = "parallel"  # parallel | self | cross (ablations)
     pda_weight: float = 0.3  # 0: no PDA loss (ablation)
     steps: int = 2000
@@ -103,20 +122,40 @@ def _one_edit(phonemes: tuple[str, ...]):
             yield phonemes[:i] + phonemes[i + 1 :]  # deletion
 
 
+def _deletions(phonemes: tuple[str, ...]) -> set[tuple[str, ...]]:
+    return {phonemes} | {phonemes[:i] + phonemes[i + 1 :] for i in range(len(phonemes))}
+
+
+@functools.lru_cache(maxsize=1)
+def _deletion_index() -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+    """Symmetric-delete index of the lexicon: two pronunciations one edit apart share a key
+    (the pronunciation or it with one phoneme deleted), so neighbours are found by lookup."""
+    index: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for pronunciation in lexicon():
+        for key in _deletions(pronunciation):
+            index.setdefault(key, []).append(pronunciation)
+    return index
+
+
+def _neighbours(phonemes: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """Lexicon pronunciations at most one phoneme edit from `phonemes` (itself included)."""
+    index = _deletion_index()
+    found = {p for key in _deletions(phonemes) for p in index.get(key, ())}
+    return {p for p in found if abs(len(p) - len(phonemes)) <= 1 and edit_distance(p, phonemes) <= 1}
+
+
 @functools.lru_cache(maxsize=50_000)
 def near_miss_words(word: str) -> tuple[str, ...]:
     """Dictionary words one phoneme edit from `word`'s pronunciation (different spelling and
     pronunciation). Falls back to two edits for words with no neighbour at one."""
     table = lexicon()
     own = tuple(word_phonemes(word))
-    found = {w for variant in _one_edit(own) for w in table.get(variant, ())}
-    if not found:
-        for variant in list(_one_edit(own))[:400]:
-            found |= {w for second in _one_edit(variant) for w in table.get(second, ())}
-            if len(found) > 20:
-                break
+    pronunciations = _neighbours(own) - {own}
+    if not pronunciations:
+        pronunciations = {p for variant in _one_edit(own) for p in _neighbours(variant)} - {own}
+    found = {w for p in pronunciations for w in table[p]}
     found.discard(word)
-    return tuple(sorted(w for w in found if tuple(word_phonemes(w)) != own))
+    return tuple(sorted(found))
 
 
 def near_miss_phrase(words: Sequence[str], rng: np.random.Generator) -> list[str] | None:
@@ -161,6 +200,9 @@ class Region:
     words: list[str]  # every word at least half inside the region
     keyword_start: float  # seconds inside the region
     keyword_end: float
+    offset: float = 0.0  # where the region starts in its utterance (s)
+    keyword_spans: tuple = ()  # (start, end) of each keyword word, seconds in the utterance
+    source: int = -1  # index of the utterance in the sampler
 
 
 def cut_region(item: AlignedAudio, first: int, n_words: int, rng: np.random.Generator, tight: bool = False) -> Region:
@@ -178,7 +220,8 @@ def cut_region(item: AlignedAudio, first: int, n_words: int, rng: np.random.Gene
     left, right = max(0.0, left), min(item.duration, right)
     samples = item.samples[int(left * SAMPLE_RATE) : int(right * SAMPLE_RATE)]
     inside = [w.label.lower() for w in item.words if (min(w.end, right) - max(w.start, left)) >= 0.5 * (w.end - w.start)]
-    return Region(samples, [w.label.lower() for w in chunk], inside, start - left, end - left)
+    spans = tuple((w.start, w.end) for w in chunk)
+    return Region(samples, [w.label.lower() for w in chunk], inside, start - left, end - left, left, spans)
 
 
 def _contains(words: Sequence[str], phrase: Sequence[str]) -> bool:
@@ -201,6 +244,7 @@ class RegionSampler:
         n = self.lengths[int(rng.integers(len(self.lengths)))]
         index, first = self.spans[n][int(rng.integers(len(self.spans[n])))]
         region = cut_region(self.items[index], first, n, rng, tight=tight)
+        region.source = index
         hard = None
         for _ in range(4):
             candidate = near_miss_phrase(region.keyword, rng)
@@ -232,6 +276,106 @@ def make_batch(sampler: RegionSampler, model: ParallelKWS, rng: np.random.Genera
     feats, lengths = fbank_batch(clips, model.dims.speech_dims.n_mels)
     g2p, text_lengths = model.text_batch(texts)
     return feats, lengths, g2p, text_lengths, torch.tensor(labels)
+
+
+# --------------------------------------------------------------------------- gse front-end features
+
+
+@dataclass
+class CachedFeatures:
+    """One utterance through the front-end: per copy (0 clean, 1 augmented) its (T, D) frames
+    and (M, n_mels) log-mel, float16."""
+
+    frames: list
+    mels: list
+
+
+def _cache_key(item: AlignedAudio) -> str:
+    digest = hashlib.sha1(f"{item.id}|{len(item.samples)}|{item.samples[:: max(1, len(item.samples) // 64)].tobytes().hex()}".encode())
+    return digest.hexdigest()[:20]
+
+
+def build_feature_cache(
+    items: Sequence[AlignedAudio], frontend, folder: str | Path, seed: int = 0, progress: Callable[[int, int], None] | None = None
+) -> list[CachedFeatures]:
+    """Run the frozen front-end over every utterance (clean, and once augmented) and keep the
+    results in `folder` (one .npz per utterance, reused by later runs)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = []
+    for number, item in enumerate(items):
+        path = folder / f"{_cache_key(item)}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                result.append(CachedFeatures([data["frames0"], data["frames1"]], [data["mel0"], data["mel1"]]))
+            continue
+        rng = np.random.default_rng([seed, int(_cache_key(item)[:8], 16)])
+        outputs = frontend([item.samples, augment(item.samples, rng)])
+        frames = [o.frames.astype(np.float16) for o in outputs]
+        mels = [o.mel.astype(np.float16) for o in outputs]
+        partial = path.with_suffix(".tmp.npz")
+        np.savez(partial, frames0=frames[0], frames1=frames[1], mel0=mels[0], mel1=mels[1])
+        partial.replace(path)
+        result.append(CachedFeatures(frames, mels))
+        if progress:
+            progress(number + 1, len(items))
+    return result
+
+
+def slice_region(features: CachedFeatures, copy: int, left: float, right: float):
+    """The frames of a cached utterance whose centres lie in [left, right), and the log-mel
+    slice that the front-end would give that clip (mel frame `mel_hop * k` under frame k).
+    Returns frames (n, D), mel (M, n_mels), times (n,) on the utterance's clock."""
+    from archive_search.embedders.frontends import GSE_HOP as mel_hop
+    from archive_search.embedders.frontends import gse_frame_times
+
+    frames, mel = features.frames[copy], features.mels[copy]
+    times = gse_frame_times(len(frames))
+    first = int(np.searchsorted(times, left))
+    last = max(first + 1, int(np.searchsorted(times, right)))
+    first = min(first, len(frames) - 1)
+    last = min(last, len(frames))
+    n = last - first
+    mel_slice = mel[mel_hop * first : mel_hop * (first + n - 1) + mel_hop // 2]
+    return frames[first:last].astype(np.float32), mel_slice.astype(np.float32), times[first:last]
+
+
+def make_frontend_batch(
+    sampler: RegionSampler, cache: Sequence[CachedFeatures], model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig
+):
+    """gse: a batch from cached features. Returns frames, lengths, mel, mel_lengths (one per
+    region), g2p, text_lengths, labels (B,), positions (B, T) for the PDA targets and
+    audio_index (B,): the region of each (text, label) row."""
+    regions, pieces = [], []
+    for _ in range(config.batch_regions):
+        region, hard, easy = sampler.draw(rng)
+        copy = int(rng.random() < config.augment_prob)
+        right = region.offset + len(region.samples) / SAMPLE_RATE
+        pieces.append(slice_region(cache[region.source], copy, region.offset, right))
+        regions.append((region, hard, easy))
+    rows = []  # (piece index, text, label)
+    for index, (region, hard, easy) in enumerate(regions):
+        rows.append((index, region.keyword, 1.0))
+        if hard is not None:
+            rows.append((index, hard, 0.0))
+        if easy != region.keyword:
+            rows.append((index, easy, 0.0))
+        if config.audio_negatives and len(regions) > 1:
+            other = (index + 1) % len(regions)
+            if not _contains(regions[other][0].words, region.keyword):
+                rows.append((other, region.keyword, 0.0))
+    frames, lengths, mel, mel_lengths = pad_frontend([p[0] for p in pieces], [p[1] for p in pieces])
+    positions = torch.zeros(len(rows), frames.shape[1])
+    for row, (index, text, label) in enumerate(rows):
+        if label > 0.5:
+            region = regions[index][0]
+            tokens = [len(word) + 1 for word in region.keyword]  # characters and </s>, as text_graphemes
+            c = alignment_positions(pieces[index][2], region.keyword_spans, tokens)
+            positions[row, : len(c)] = torch.from_numpy(c)
+    g2p, text_lengths = model.text_batch([tuple(text) for _, text, _ in rows])
+    labels = torch.tensor([label for _, _, label in rows])
+    audio_index = torch.tensor([index for index, _, _ in rows], dtype=torch.long)
+    return frames, lengths, mel, mel_lengths, g2p, text_lengths, labels, positions, audio_index
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -271,8 +415,11 @@ def evaluate_phrases(reranker, items: Sequence[AlignedAudio], n: int = 300, seed
 # --------------------------------------------------------------------------- training
 
 
-def build_kws(config: KWSTrainConfig, speech_dims: CTCDims) -> ParallelKWS:
-    if config.config == "tiny":
+def build_kws(config: KWSTrainConfig, speech_dims: CTCDims | None) -> ParallelKWS:
+    if config.frontend == "gse":
+        switches = {"attention": config.attention, "pda_weight": config.pda_weight}
+        dims = KWSDims.tiny(frontend="gse", **switches) if config.config == "tiny" else KWSDims.gse(**switches)
+    elif config.config == "tiny":
         dims = KWSDims.tiny(speech=speech_dims, attention=config.attention, pda_weight=config.pda_weight)
     else:
         dims = KWSDims.paper(speech_dims) if config.config == "paper" else KWSDims.fast(speech_dims)
@@ -282,7 +429,7 @@ def build_kws(config: KWSTrainConfig, speech_dims: CTCDims) -> ParallelKWS:
 
 def train_kws(
     config: KWSTrainConfig,
-    ctc_checkpoint: str | Path,
+    ctc_checkpoint: str | Path | None,
     manifests: Sequence[str | Path],
     out_dir: str | Path,
     resume: bool = False,
@@ -292,8 +439,12 @@ def train_kws(
     valid_trials: int = 200,
     progress: Callable[[int, dict], None] | None = None,
     items: Sequence[AlignedAudio] | None = None,
+    feature_cache: str | Path | None = None,
+    frontend=None,
 ) -> KWSTrainResult:
-    """Train (or resume) ParallelKWS with the conformer of `ctc_checkpoint` frozen."""
+    """Train (or resume) ParallelKWS with the conformer of `ctc_checkpoint` frozen, or (config
+    .frontend "gse") on cached speech-embedding features: `feature_cache` is their folder
+    (default OUT/features), `frontend` the front-end (default frontends.SpeechEmbedding)."""
     from archive_search.embedders.rerank import KWSReranker
 
     out_dir = Path(out_dir)
@@ -304,11 +455,23 @@ def train_kws(
     sampler = RegionSampler(items)
     valid = load_aligned(load_manifests(valid_manifests, valid_splits)) if valid_manifests else []
 
-    speech, _ = load_ctc(ctc_checkpoint)
-    model = build_kws(config, speech.dims)
+    gse = config.frontend == "gse"
+    cache: list[CachedFeatures] = []
+    if gse:
+        if frontend is None:
+            from archive_search.embedders.frontends import SpeechEmbedding
+
+            frontend = SpeechEmbedding(threads=torch.get_num_threads())
+        cache = build_feature_cache(items, frontend, feature_cache or out_dir / "features", config.seed)
+        speech = None
+    elif ctc_checkpoint is None:
+        raise DataError("ParallelKWS on the conformer front-end needs a CTC checkpoint (--ctc)")
+    else:
+        speech, _ = load_ctc(ctc_checkpoint)
+    model = build_kws(config, speech.dims if speech is not None else None)
     if resume and (out_dir / LAST_CHECKPOINT).is_file():
         model, _ = load_kws(out_dir / LAST_CHECKPOINT, speech=speech)
-    else:
+    elif speech is not None:
         model.speech.load_state_dict(speech.state_dict())
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -326,9 +489,17 @@ def train_kws(
 
     started, loss_value, smoothed = time.time(), float("nan"), None
     while step < config.steps:
-        feats, lengths, g2p, text_lengths, labels = make_batch(sampler, model, rng, config)
-        output = model(feats.to(device), lengths.to(device), g2p.to(device), text_lengths.to(device))
-        terms = model.loss(output, labels.to(device), generator)
+        if gse:
+            frames, lengths, mel, mel_lengths, g2p, text_lengths, labels, positions, audio_index = make_frontend_batch(
+                sampler, cache, model, rng, config
+            )
+            output = model(frames.to(device), lengths.to(device), g2p.to(device), text_lengths.to(device),
+                           mel.to(device), mel_lengths.to(device), audio_index.to(device))  # fmt: skip
+            terms = model.loss(output, labels.to(device), generator, positions=positions.to(device))
+        else:
+            feats, lengths, g2p, text_lengths, labels = make_batch(sampler, model, rng, config)
+            output = model(feats.to(device), lengths.to(device), g2p.to(device), text_lengths.to(device))
+            terms = model.loss(output, labels.to(device), generator)
         optimizer.zero_grad()
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -346,7 +517,7 @@ def train_kws(
             save_train_state(out_dir, step, optimizer, rng)
             log.plot(("loss", "bce", "smoothed"), title="ParallelKWS loss")
     model.eval()
-    valid_result = evaluate_phrases(KWSReranker(model), valid, valid_trials) if valid else None
+    valid_result = evaluate_phrases(KWSReranker(model, frontend=frontend), valid, valid_trials) if valid else None
     save_kws(out_dir / LAST_CHECKPOINT, model, extra={"step": step, "valid": valid_result, "train": run_info})
     return KWSTrainResult(
         out_dir=str(out_dir),
@@ -375,7 +546,7 @@ def evaluate_fsdd(reranker, folder: str | Path, per_digit: int = 30, seed: int =
     text = clip_kws(clips, [names.get(label, label) for label in labels], RerankerScorer(reranker))
     # query by example: per digit, two random clips as queries against all other clips
     qbe = {}
-    for features in ("conformer", "fbank"):
+    for features in ("conformer" if reranker.model.dims.uses_conformer else "gse", "fbank"):
         scorer = dataclasses.replace(reranker, qbe_features=features)
         rng = np.random.default_rng(seed)  # the same queries for both feature kinds
         truth, scores = [], []
@@ -401,3 +572,132 @@ def evaluate_suite(reranker, manifests: Sequence[str | Path] = (), fsdd: str | P
     if fsdd:
         result["fsdd"] = evaluate_fsdd(reranker, fsdd, seed=seed)
     return result
+
+
+# --------------------------------------------------------------------------- the engine's ranking on a dev set
+
+
+_STOP = {"the", "and", "that", "with", "which", "there", "their", "would", "could", "should", "about", "these", "those"}
+
+
+def engine_dev_queries(utterances: Sequence, n_text: int = 120, n_audio: int = 60, seed: int = 0):
+    """Text queries (words of at least 5 letters and two-word phrases spoken in the dev
+    utterances) and query-by-example clips (one spoken instance of a word that is spoken at
+    least twice; the other instances are its truth). Returns (text, audio) lists of
+    (query, {path: [(start, end), ...]}) and (clip samples, word, truth, own (path, start, end))."""
+    from archive_search.audio import load_segment
+
+    rng = np.random.default_rng(seed)
+    places: dict[tuple[str, ...], list[tuple[str, float, float]]] = {}
+    for utterance, root in utterances:
+        path = str(utterance.audio_path(root).resolve())
+        words = [w for w in utterance.words if _usable(w.label)]
+        for n in (1, 2):
+            for i in range(len(words) - n + 1):
+                chunk = words[i : i + n]
+                key = tuple(w.label.lower() for w in chunk)
+                if chunk[-1].end - chunk[0].start <= MAX_KEYWORD_S:
+                    places.setdefault(key, []).append((path, chunk[0].start, chunk[-1].end))
+    singles = [k for k in places if len(k) == 1 and len(k[0]) >= 5 and k[0] not in _STOP]
+    pairs = [k for k in places if len(k) == 2 and sum(map(len, k)) >= 8 and not set(k) & _STOP]
+    chosen = [singles[i] for i in rng.permutation(len(singles))[: (2 * n_text) // 3]]
+    chosen += [pairs[i] for i in rng.permutation(len(pairs))[: n_text - len(chosen)]]
+    truth = lambda key: {p: [(s, e) for q, s, e in places[key] if q == p] for p in {q for q, _, _ in places[key]}}  # noqa: E731
+    text = [(" ".join(k), truth(k)) for k in chosen]
+    repeated = [k for k in singles if len(places[k]) >= 2]
+    audio = []
+    for i in rng.permutation(len(repeated))[:n_audio]:
+        key = repeated[i]
+        own = places[key][int(rng.integers(len(places[key])))]
+        rest = [p for p in places[key] if p != own]
+        others = {p: [(s, e) for q, s, e in rest if q == p] for p in {q for q, _, _ in rest}}
+        audio.append((load_segment(own[0], own[1], own[2]), key[0], others, own))
+    return text, audio
+
+
+def _rank_of_truth(order: Sequence[int], spans: Sequence[tuple[str, float, float]], truth: dict) -> int | None:
+    """1-based rank of the first span whose midpoint is within 0.5 s of a true place (NIST STD rule)."""
+    for rank, index in enumerate(order, start=1):
+        path, start, end = spans[index]
+        middle = (start + end) / 2
+        if any(abs(middle - (s + e) / 2) <= 0.5 for s, e in truth.get(path, ())):
+            return rank
+    return None
+
+
+def engine_rerank_eval(
+    archive, rerankers: dict, manifest: str | Path, splits: Sequence[str] | None = None, rerank_regions: int = 10,
+    n_text: int = 120, n_audio: int = 60, seed: int = 0, mixes: Sequence[float] = (0.25, 0.5, 0.75),
+) -> dict:
+    """The engine's first and second stage on an indexed dev archive: per query, the regions
+    JMCL retrieves (the engine's own candidates, merging and hit spans) and, for each
+    reranker, the ranking of the first `rerank_regions` by its score, by the retrieval
+    similarity alone, and by mix * score + (1 - mix) * similarity. Reports top-1 accuracy
+    and MRR over the reranked regions (a query whose truth is not among them counts 0), and
+    the mean rerank time per query."""
+    from archive_search.audio import REGION_CONTEXT_S, load_segment
+    from archive_search.embedders.g2p import pronounce
+    from archive_search.search.regions import Candidate, merge_regions
+    from archive_search.audio import trim_silence
+
+    text_queries, audio_queries = engine_dev_queries(load_manifests([manifest], splits), n_text, n_audio, seed)
+    searcher = archive._get_searcher()
+    store, models = searcher.store, searcher.models
+
+    def candidates(vector, exclude=None):
+        result = store.vectors.search(vector.reshape(1, -1).astype(np.float32), searcher.candidates)[0]
+        rows = store.windows(result.ids.tolist())
+        found = [Candidate(rows[i].file, rows[i].start, rows[i].end, float(s)) for i, s in zip(result.ids.tolist(), result.scores.tolist()) if i in rows]
+        regions = merge_regions(found)
+        spans, audio, sims = [], [], []
+        for region in regions:
+            start, end = region.hit_span()
+            if exclude and region.file == exclude[0] and abs((start + end) / 2 - (exclude[1] + exclude[2]) / 2) <= 0.5:
+                continue  # query by example: the query's own place is not a hit
+            spans.append((region.file, start, end))
+            sims.append(region.similarity)
+            if len(spans) <= rerank_regions:
+                lo = max(0.0, start - REGION_CONTEXT_S)
+                audio.append(load_segment(region.file, lo, end + REGION_CONTEXT_S))
+        return spans, audio, np.array(sims)
+
+    def summarise(ranks):
+        ranks = [r if r is not None else 0 for r in ranks]
+        return {"top1": float(np.mean([r == 1 for r in ranks])), "mrr": float(np.mean([1 / r if r else 0 for r in ranks])),
+                "in_candidates": float(np.mean([r > 0 for r in ranks]))}  # fmt: skip
+
+    report: dict = {"queries": {"text": len(text_queries), "audio": len(audio_queries)}, "rerank_regions": rerank_regions}
+    for kind, queries in (("text", text_queries), ("audio", audio_queries)):
+        ranks: dict[str, list] = {"jmcl_all": [], "jmcl": []}
+        times: dict[str, list] = {}
+        for query in queries:
+            if kind == "text":
+                words, truth = query
+                pronunciation = pronounce(words)
+                vector = np.asarray(models.text.embed_phonemes([pronunciation.phonemes]))
+                spans, audio, sims = candidates(vector)
+            else:
+                clip, words, truth, own = query
+                clip = trim_silence(clip)
+                vector = np.asarray(models.audio.embed_clips([clip]))
+                spans, audio, sims = candidates(vector, exclude=own)
+            ranks["jmcl_all"].append(_rank_of_truth(np.argsort(-sims, kind="stable"), spans, truth))
+            head = min(rerank_regions, len(spans))
+            ranks["jmcl"].append(_rank_of_truth(np.argsort(-sims[:head], kind="stable"), spans, truth))
+            for name, reranker in rerankers.items():
+                if kind == "text" and "-qbe-" in name:
+                    continue  # a query-by-example variant scores text as its base reranker does
+                started = time.process_time()
+                if kind == "text":
+                    scores = reranker.score_text(audio, pronunciation.phonemes, pronunciation.text)
+                else:
+                    scores = reranker.score_audio(audio, clip)
+                times.setdefault(name, []).append(time.process_time() - started)
+                scores = np.asarray(scores, dtype=np.float64)[:head]
+                ranks.setdefault(name, []).append(_rank_of_truth(np.argsort(-scores, kind="stable"), spans, truth))
+                for mix in mixes:
+                    mixed = mix * scores + (1 - mix) * sims[:head]
+                    ranks.setdefault(f"{name}+sim{mix}", []).append(_rank_of_truth(np.argsort(-mixed, kind="stable"), spans, truth))
+        report[kind] = {name: summarise(r) for name, r in ranks.items()}
+        report[kind]["rerank_cpu_ms"] = {name: 1000 * float(np.mean(t)) for name, t in times.items()}
+    return report

@@ -9,13 +9,18 @@ from archive_search.embedders.g2p import g2p_model
 from archive_search.embedders.parallelkws import (
     KWSDims,
     ParallelKWS,
+    alignment_positions,
     group_indices,
     load_kws,
+    pad_frontend,
     pda_loss,
     pda_target_batch,
     pda_targets,
+    pda_targets_from_positions,
+    read_kws_dims,
     save_kws,
 )
+from archive_search.errors import QueryError
 
 
 def _clips(seed=0, seconds=(0.6, 1.1, 0.9)):
@@ -166,4 +171,100 @@ def test_checkpoint_round_trip(tmp_path):
     loaded, extra = load_kws(path, speech=speech)
     assert extra == {"version": "t"}
     inputs = _inputs(model, _clips(), ["cat", "dog", "bird"])
+    torch.testing.assert_close(model(*inputs).logits, loaded(*inputs).logits)
+
+
+# --------------------------------------------------------------------------- gse front-end
+
+
+class FakeFrontend:
+    """Stands in for frontends.SpeechEmbedding in tests (no openwakeword needed): a 32-bin
+    log-mel at 10 ms and, per 8 mel frames, a fixed random projection to 96-d, with the real
+    front-end's frame count (floor(M / 8) + 1) and times."""
+
+    dim, n_mels = 96, 32
+
+    def __init__(self, seed=0):
+        self.projection = np.random.default_rng(seed).standard_normal((32 * 8, 96)).astype(np.float32) / 16
+
+    def __call__(self, clips):
+        from archive_search.audio import FeatureConfig, log_mel
+        from archive_search.embedders.frontends import GSEFrames, gse_frame_count, gse_frame_times
+
+        result = []
+        for clip in clips:
+            mel = log_mel(np.asarray(clip, np.float32), FeatureConfig(n_mels=32)).numpy()
+            n = gse_frame_count(len(mel))
+            padded = np.pad(mel, ((0, 8 * n - len(mel)), (0, 0)))
+            frames = padded.reshape(n, 8 * 32) @ self.projection
+            result.append(GSEFrames(frames.astype(np.float32), gse_frame_times(n), mel))
+        return result
+
+
+def _gse_inputs(model, clips, texts, frontend=None):
+    outputs = (frontend or FakeFrontend())(clips)
+    frames, lengths, mel, mel_lengths = pad_frontend([o.frames for o in outputs], [o.mel for o in outputs])
+    text, text_lengths = model.text_batch(texts)
+    return frames, lengths, text, text_lengths, mel, mel_lengths
+
+
+def test_gse_dims_shapes_and_no_conformer():
+    model = ParallelKWS(KWSDims.gse())
+    assert model.speech is None and model.dims.frontend == "gse" and model.dims.d == 128
+    assert model.speech_up.in_channels == 96 and model.fbank_down.in_channels == 32
+    assert [m.stride for m in (model.fbank_down, model.fbank_mid, model.fbank_up)] == [(2,), (2,), (2,)]
+    tiny = _model(frontend="gse")
+    inputs = _gse_inputs(tiny, _clips(), ["cat", "hello world", "a"])
+    out = tiny(*inputs)
+    assert out.logits.shape == (3,) and out.frame_predictions is None
+    assert out.audio_lengths.tolist() == inputs[1].tolist()  # E_a runs at the front-end's 80 ms
+    assert out.affinity.shape == (3, 12, inputs[0].shape[1])
+    assert int(inputs[1][0]) < inputs[0].shape[1] and torch.all(out.affinity[0, :, int(inputs[1][0]) :] == 0)
+
+
+def test_gse_padded_batch_equals_single_and_audio_index_shares_clips():
+    model = _model(seed=3, frontend="gse")
+    clips, texts = _clips(seed=4, seconds=(0.6, 2.1, 1.3)), ["cat", "hello world", "a b"]
+    batched = model(*_gse_inputs(model, clips, texts)).logits
+    single = torch.stack([model(*_gse_inputs(model, [c], [t])).logits[0] for c, t in zip(clips, texts)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+    # clip 1 shown with all three texts, encoded once
+    frames, lengths, _, _, mel, mel_lengths = _gse_inputs(model, clips, texts)
+    text, text_lengths = model.text_batch(texts)
+    shared = model(frames, lengths, text, text_lengths, mel, mel_lengths, audio_index=torch.tensor([1, 1, 1])).logits
+    alone = torch.stack([model(*_gse_inputs(model, [clips[1]], [t])).logits[0] for t in texts])
+    torch.testing.assert_close(shared, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_gse_forward_needs_the_mel_and_pda_needs_positions():
+    model = _model(frontend="gse")
+    frames, lengths, text, text_lengths, mel, mel_lengths = _gse_inputs(model, _clips(), ["a", "b", "c"])
+    with pytest.raises(QueryError):
+        model(frames, lengths, text, text_lengths)
+    out = model(frames, lengths, text, text_lengths, mel, mel_lengths)
+    with pytest.raises(QueryError):
+        model.loss(out, torch.tensor([1.0, 0.0, 1.0]))
+    positions = torch.ones(3, frames.shape[1])
+    assert torch.isfinite(model.loss(out, torch.tensor([1.0, 0.0, 1.0]), positions=positions)["loss"])
+
+
+def test_alignment_positions_follow_the_words():
+    # two words: 0.2-0.5 s (4 tokens), 0.6-0.8 s (3 tokens): 7 tokens over 0.6 s
+    times = np.array([0.0, 0.2, 0.35, 0.5, 0.55, 0.6, 0.7, 0.8, 1.0])
+    c = alignment_positions(times, [(0.2, 0.5), (0.6, 0.8)], [4, 3])
+    rate = 7 / 0.6
+    expected = np.array([-0.2 * rate, 0.0, 2.0, 4.0, 4.0, 4.0, 5.5, 7.0, 7.0 + 0.2 * rate]) + 0.5
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+    # eq. 9 with these c_i: token 1 (first character of word one) peaks on the frame at 0.2 s,
+    # the last token on the frame at 0.8 s
+    targets = pda_targets_from_positions(torch.from_numpy(c), 7, 0.1)
+    assert int(targets[:, 0].argmax()) == 1 and int(targets[:, 6].argmax()) == 7
+
+
+def test_gse_checkpoint_round_trip_without_a_conformer(tmp_path):
+    model = _model(seed=7, frontend="gse")
+    path = save_kws(tmp_path / "kws.pt", model, extra={"version": "g"})
+    assert read_kws_dims(path).frontend == "gse" and not read_kws_dims(path).uses_conformer
+    loaded, extra = load_kws(path)
+    inputs = _gse_inputs(model, _clips(), ["cat", "dog", "bird"])
     torch.testing.assert_close(model(*inputs).logits, loaded(*inputs).logits)

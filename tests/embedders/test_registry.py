@@ -48,3 +48,17 @@ def test_without_reranker_checkpoints_the_bundle_retrieves_only(checkpoint_folde
 def test_missing_jmcl_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="jmcl.pt"):
         registry.load_models(tmp_path)
+
+
+def test_a_gse_reranker_needs_only_kws_pt(tmp_path, monkeypatch):
+    from archive_search.embedders import frontends
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    monkeypatch.setattr(frontends, "SpeechEmbedding", lambda threads=1: FakeFrontend())
+    torch.manual_seed(0)
+    save_jmcl(tmp_path / registry.JMCL_FILE, build_model("tiny"))
+    save_kws(tmp_path / registry.KWS_FILE, ParallelKWS(KWSDims.tiny(frontend="gse")))
+    bundle = registry.load_models(tmp_path, device="cpu")
+    assert bundle.reranker is not None and bundle.reranker.name.startswith("parallelkws-gse")
+    samples = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    assert bundle.reranker.score_text([samples], [], "hello").shape == (1,)

@@ -61,3 +61,33 @@ def test_load_reranker_round_trip(tmp_path):
     scores = reranker.score_text(_regions(), ["K", "AE", "T"], "cat")
     reference = KWSReranker(model).score_text(_regions(), ["K", "AE", "T"], "cat")
     np.testing.assert_allclose(scores, reference, atol=2e-2)  # stored in float16
+
+
+def test_gse_reranker_scores_and_query_by_example_without_openwakeword(tmp_path):
+    from archive_search.errors import CheckpointError
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    torch.manual_seed(0)
+    model = ParallelKWS(KWSDims.tiny(frontend="gse"))
+    reranker = KWSReranker(model, frontend=FakeFrontend())
+    assert reranker.qbe_features == "gse" and reranker.speech is None
+    regions = _regions()
+    scores = reranker.score_text(regions, [], "cat")
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    np.testing.assert_allclose(reranker.score_text(regions[2:], [], "cat")[0], scores[2], atol=1e-5)
+    # query by example: DTW over the front-end's frames finds the region that holds the query
+    rng = np.random.default_rng(3)
+    t = np.arange(3200) / 16000
+    melodies = [np.concatenate([0.3 * np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 4000, 10)]).astype(np.float32)
+                for _ in range(3)]  # fmt: skip
+    query = melodies[1][9600:25600]
+    qbe = reranker.score_audio(melodies, query)
+    assert qbe.shape == (3,) and int(np.argmax(qbe)) == 1
+    # a gse kws.pt loads alone; a conformer kws.pt without its ctc.pt is a clear error
+    path = save_kws(tmp_path / "kws.pt", model, extra={"version": "gse-g1"})
+    loaded = load_reranker(None, path, frontend=FakeFrontend())
+    assert loaded.name == "parallelkws-gse-g1"
+    np.testing.assert_allclose(loaded.score_text(regions, [], "cat"), scores, atol=1e-5)
+    conformer = save_kws(tmp_path / "kws-conformer.pt", ParallelKWS(KWSDims.tiny(speech=CTCDims.tiny())))
+    with pytest.raises(CheckpointError, match="conformer"):
+        load_reranker(None, conformer)

@@ -125,3 +125,38 @@ def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
     assert {t.subset for t in trials} >= {"all", "easy"}
     scores = reranker.score_text([trials[0].audio], [], trials[0].text)
     assert 0 <= scores[0] <= 1
+
+
+def test_gse_kws_training_on_cached_features_reduces_loss_and_resumes(manifest, tmp_path):
+    from archive_search.training.kws import build_feature_cache, slice_region
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    calls = []
+
+    class CountingFrontend(FakeFrontend):
+        def __call__(self, clips):
+            calls.append(len(clips))
+            return super().__call__(clips)
+
+    frontend = CountingFrontend()
+    config = KWSTrainConfig(config="tiny", frontend="gse", steps=20, batch_regions=8, save_every=10, device="cpu",
+                            augment_prob=0.5, lr=3e-3)  # fmt: skip
+    half = train_kws(KWSTrainConfig(**{**config.__dict__, "steps": 10}), None, [manifest], tmp_path / "kws",
+                     feature_cache=tmp_path / "cache", frontend=frontend)  # fmt: skip
+    assert half.steps == 10 and sum(calls) == 2 * 10  # each utterance once clean, once augmented
+    result = train_kws(config, None, [manifest], tmp_path / "kws", resume=True, feature_cache=tmp_path / "cache",
+                       frontend=frontend)  # fmt: skip
+    assert result.steps == 20 and sum(calls) == 2 * 10  # the second run reads the cache
+    rows = (tmp_path / "kws" / "loss.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    bce = [float(r.split(",")[header.index("bce")]) for r in rows[1:]]
+    assert len(bce) == 20 and np.mean(bce[-5:]) < np.mean(bce[:5])
+    reranker = load_reranker(None, result.checkpoint, frontend=FakeFrontend())
+    assert 0 <= reranker.score_text([np.zeros(16000, np.float32)], [], "cat")[0] <= 1
+
+    # a region's slice of the cached utterance frames matches the clip's own frame count
+    items = load_aligned(load_manifests([manifest]))
+    cache = build_feature_cache(items[:1], frontend, tmp_path / "cache")
+    frames, mel, times = slice_region(cache[0], 0, 0.5, 1.7)
+    assert np.all((times >= 0.5) & (times < 1.7)) and len(frames) == 15
+    assert len(mel) // 8 + 1 == len(frames)
