@@ -287,8 +287,9 @@ def frontends(manifests, frontends, models_dir, factory, contexts, norms, max_pe
                 if kind == "embedding":  # pooled vectors: no frames to normalise
                     results.append({"manifest": str(manifest), **probe.embedding_word_discrimination(corpus, frontend, context).to_dict()})
                     continue
+                encoded = probe.encode_words(corpus, frontend, context)  # once for every --norm
                 for norm in norms:
-                    result = probe.dtw_word_discrimination(corpus, frontend, context, normalise=norm == "standard")
+                    result = probe.score_encoded(corpus, encoded, normalise=norm == "standard")
                     results.append({"manifest": str(manifest), **result.to_dict()})
     rows = [[Path(r["manifest"]).name, r["frontend"], r["context"], "standard" if r["normalised"] else "none", r["ap"] * 100,
              r["n_segments"], r["n_words"], r["dim"], r["frames_per_word"], r["speed"]] for r in results]  # fmt: skip

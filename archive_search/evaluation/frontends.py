@@ -276,46 +276,54 @@ def standardise(frames: np.ndarray) -> np.ndarray:
     return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
 
 
-def word_features(corpus: WordCorpus, frontend: FrameFrontEnd, context: str = "utterance",
-                  normalise: bool = False) -> tuple[list[np.ndarray], float, float]:  # fmt: skip
-    """Frame features of every word -> (features, audio seconds encoded, CPU seconds spent encoding).
+@dataclass
+class EncodedWords:
+    """A front-end's frames for every encoded input (utterance or clip) and where each word lies."""
 
-    `normalise`: standardise each dimension over each encoded input (utterance or clip) first.
-    """
+    frontend: str
+    context: str
+    hop_s: float
+    inputs: list[np.ndarray]
+    words: list[tuple[int, slice]]
+    """Per word segment: (index into inputs, its frames there)."""
+    audio_seconds: float
+    cpu_seconds: float
+
+    def features(self, normalise: bool = False) -> list[np.ndarray]:
+        """Each word's frames; `normalise` standardises every input over its own frames first."""
+        inputs = [standardise(frames) for frames in self.inputs] if normalise else self.inputs
+        return [inputs[index][frames] for index, frames in self.words]
+
+
+def encode_words(corpus: WordCorpus, frontend: FrameFrontEnd, context: str = "utterance") -> EncodedWords:
+    """Run the front-end once per utterance (or per word clip) and locate every word's frames."""
     if context not in CONTEXTS:
         raise EvaluationError(f"context must be one of {CONTEXTS}, not {context!r}")
-    features, cpu, seconds = [], 0.0, 0.0
     if context == "clip":
-        for segment in corpus.segments:
-            began = time.process_time()
-            frames = frontend.frames(segment.audio)
-            cpu += time.process_time() - began
-            frames = standardise(frames) if normalise else frames
-            seconds += segment.audio.size / SAMPLE_RATE
-            duration = segment.audio.size / SAMPLE_RATE
-            features.append(frames[frame_slice(0.0, duration, frontend.hop_s, frontend.offset_s, len(frames))])
-        return features, seconds, cpu
-    encoded: dict[str, np.ndarray] = {}
-    for utterance_id, samples in corpus.utterances.items():
+        sources = {index: segment.audio for index, segment in enumerate(corpus.segments)}
+        spans = [(index, 0.0, segment.audio.size / SAMPLE_RATE) for index, segment in enumerate(corpus.segments)]
+    else:
+        sources = corpus.utterances
+        spans = [(segment.source, segment.start, segment.end) for segment in corpus.segments]
+    inputs, position, cpu, seconds = [], {}, 0.0, 0.0
+    for key, samples in sources.items():
         began = time.process_time()
-        frames = frontend.frames(samples)
+        inputs.append(np.asarray(frontend.frames(samples), dtype=np.float32))
         cpu += time.process_time() - began
-        encoded[utterance_id] = standardise(frames) if normalise else frames
         seconds += samples.size / SAMPLE_RATE
-    for segment in corpus.segments:
-        frames = encoded[segment.source]
-        features.append(frames[frame_slice(segment.start, segment.end, frontend.hop_s, frontend.offset_s, len(frames))])
-    return features, seconds, cpu
+        position[key] = len(inputs) - 1
+    words = []
+    for key, start, end in spans:
+        index = position[key]
+        words.append((index, frame_slice(start, end, frontend.hop_s, frontend.offset_s, len(inputs[index]))))
+    return EncodedWords(frontend.name, context, float(frontend.hop_s), inputs, words, seconds, cpu)
 
 
-def dtw_word_discrimination(corpus: WordCorpus, frontend: FrameFrontEnd, context: str = "utterance",
-                            normalise: bool = False) -> FrontEndResult:  # fmt: skip
-    """Score one front-end: DTW cost of every pair of words, AP with same-word pairs as positives.
-
-    `normalise` standardises the frames per input first (see `word_features`)."""
+def score_encoded(corpus: WordCorpus, encoded: EncodedWords, normalise: bool = False) -> FrontEndResult:
+    """DTW cost of every pair of words, AP with same-word pairs as positives."""
     if len(corpus.segments) < 2:
         raise EvaluationError(f"word discrimination needs at least 2 segments, got {len(corpus.segments)}")
-    features, seconds, encode_cpu = word_features(corpus, frontend, context, normalise)
+    features = encoded.features(normalise)
     began = time.process_time()
     cost = dtw_pair_costs(features)
     dtw_cpu = time.process_time() - began
@@ -325,8 +333,8 @@ def dtw_word_discrimination(corpus: WordCorpus, frontend: FrameFrontEnd, context
     if not same.any() or same.all():
         raise EvaluationError("word discrimination needs same-word and different-word pairs")
     return FrontEndResult(
-        frontend=frontend.name,
-        context=context,
+        frontend=encoded.frontend,
+        context=encoded.context,
         normalised=normalise,
         n_segments=len(words),
         n_words=len(set(words.tolist())),
@@ -336,12 +344,18 @@ def dtw_word_discrimination(corpus: WordCorpus, frontend: FrameFrontEnd, context
         mean_cost_positive=float(cost[same].mean()),
         mean_cost_negative=float(cost[~same].mean()),
         dim=int(features[0].shape[1]),
-        hop_s=float(frontend.hop_s),
+        hop_s=encoded.hop_s,
         frames_per_word=float(np.mean([len(f) for f in features])),
-        audio_seconds=seconds,
-        encode_cpu_seconds=encode_cpu,
+        audio_seconds=encoded.audio_seconds,
+        encode_cpu_seconds=encoded.cpu_seconds,
         dtw_cpu_seconds=dtw_cpu,
     )
+
+
+def dtw_word_discrimination(corpus: WordCorpus, frontend: FrameFrontEnd, context: str = "utterance",
+                            normalise: bool = False) -> FrontEndResult:  # fmt: skip
+    """Score one front-end: encode (`encode_words`), then DTW and AP (`score_encoded`)."""
+    return score_encoded(corpus, encode_words(corpus, frontend, context), normalise)
 
 
 def embedding_word_discrimination(corpus: WordCorpus, audio, context: str = "utterance") -> FrontEndResult:
