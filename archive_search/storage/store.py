@@ -494,9 +494,13 @@ class Store:
         the index (rows and vectors) so the next indexing run re-indexes them.
         """
         vector_ids = self.vectors.ids()
-        with self.sessions() as session:
-            rows = session.execute(select(WindowRow.id, WindowRow.file_id)).all()
-        row_ids = np.array([r.id for r in rows], dtype=np.int64)
+        # (id, file_id) of every window as int64 arrays, read in slices: a Row object per
+        # window would cost about 20x the memory on a large archive.
+        with self.engine.connect() as connection:
+            result = connection.exec_driver_sql("SELECT id, file_id FROM windows")
+            parts = [np.array(part, dtype=np.int64).reshape(-1, 2) for part in result.partitions(1 << 16)]
+        pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+        row_ids = pairs[:, 0]
         files, _ = self.counts()
         orphans = np.setdiff1d(vector_ids, row_ids, assume_unique=False)
         missing = np.setdiff1d(row_ids, vector_ids, assume_unique=False)
@@ -504,8 +508,7 @@ class Store:
         if repair and (len(orphans) or len(missing)):
             if not self.writable:
                 raise IndexCorruptError(f"{self.folder}: repairing needs the write lock")
-            missing_set = set(missing.tolist())
-            bad_files = {r.file_id for r in rows if r.id in missing_set}
+            bad_files = set(pairs[np.isin(row_ids, missing), 1].tolist())
             with self.sessions() as session:
                 bad_paths = [path_text(p) for p in session.scalars(select(FileRow.path).where(FileRow.id.in_(bad_files))).all()]
             self.vectors.remove(orphans)
