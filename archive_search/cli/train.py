@@ -255,7 +255,7 @@ def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, se
 @click.option("--data", "manifest", required=True, type=click.Path(dir_okay=False, exists=True),
               help="Dev manifest with word times; its audio files are indexed.")
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Index folder for the dev audio (built on first use with the JMCL model).")
+              help="Folder for the dev audio's indexes (one sub-folder per JMCL model, built on first use).")
 @click.option("--jmcl", "jmcl_checkpoint", type=click.Path(dir_okay=False, exists=True),
               help="JMCL checkpoint (default: the shipped one).")
 @click.option("--kws", "kws_checkpoints", multiple=True, type=click.Path(dir_okay=False, exists=True),
@@ -283,7 +283,7 @@ def kws_engine_eval(manifest, index_dir, jmcl_checkpoint, kws_checkpoints, ctc_c
     torch.set_num_threads(threads)
     try:
         audio, text = load_jmcl(jmcl_checkpoint or CHECKPOINT_DIR / JMCL_FILE, "cpu")
-        archive = Archive.open(index_dir, ModelBundle(audio.name, audio, text, None))
+        archive = Archive.open(index_dir / audio.name, ModelBundle(audio.name, audio, text, None))  # one index per JMCL model
         root = Path(manifest).parent
         archive.add(sorted({str(u.audio_path(root).resolve()) for u in iter_manifest(manifest)}))
         rerankers = {}

@@ -42,6 +42,12 @@ class KWSReranker:
     "fbank"; default: the model's own front-end."""
     frontend: object | None = None
     """For a "gse" model: callable clips -> [GSEFrames] (default: frontends.SpeechEmbedding)."""
+    text_weight: float = 0.25
+    """How much the engine ranks text hits by this score against the JMCL retrieval similarity
+    (weight * probability + (1 - weight) * similarity). 0.25 beat JMCL alone and the probability
+    alone on the dev set with both JMCL checkpoints measured (docs/models.md)."""
+    audio_weight: float = 1.0
+    """The same for query by example: frame DTW alone beat JMCL and every mix on the dev set."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()

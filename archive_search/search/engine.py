@@ -127,7 +127,11 @@ class Searcher:
         if rerank is not None:
             chosen = regions[: max(self.rerank_regions, top)]
             scores = self._rerank(chosen, durations, rerank)
-            kept = [(region, self._score(kind, score)) for region, score in zip(chosen, scores) if score is not None]
+            # A reranker may declare how much its score counts against the retrieval similarity
+            # (KWSReranker: text 0.25, chosen on a dev set; see docs/models.md); default: all.
+            weight = float(getattr(self.models.reranker, f"{kind}_weight", 1.0))
+            kept = [(region, self._score(kind, weight * score + (1 - weight) * region.similarity))
+                    for region, score in zip(chosen, scores) if score is not None]  # fmt: skip
         else:
             kept = [(region, self._score(kind, region.similarity)) for region in regions]
         kept.sort(key=lambda pair: -pair[1])

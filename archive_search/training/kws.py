@@ -627,7 +627,7 @@ def _rank_of_truth(order: Sequence[int], spans: Sequence[tuple[str, float, float
 
 def engine_rerank_eval(
     archive, rerankers: dict, manifest: str | Path, splits: Sequence[str] | None = None, rerank_regions: int = 10,
-    n_text: int = 120, n_audio: int = 60, seed: int = 0, mixes: Sequence[float] = (0.25, 0.5, 0.75),
+    n_text: int = 120, n_audio: int = 60, seed: int = 0, mixes: Sequence[float] = (0.1, 0.25, 0.5),
 ) -> dict:
     """The engine's first and second stage on an indexed dev archive: per query, the regions
     JMCL retrieves (the engine's own candidates, merging and hit spans) and, for each

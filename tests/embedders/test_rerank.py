@@ -91,3 +91,20 @@ def test_gse_reranker_scores_and_query_by_example_without_openwakeword(tmp_path)
     conformer = save_kws(tmp_path / "kws-conformer.pt", ParallelKWS(KWSDims.tiny(speech=CTCDims.tiny())))
     with pytest.raises(CheckpointError, match="conformer"):
         load_reranker(None, conformer)
+
+
+def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
+    from archive_search.embedders.parallelkws import read_kws_dims
+    from archive_search.embedders.registry import CHECKPOINT_DIR, KWS_FILE
+
+    path = CHECKPOINT_DIR / KWS_FILE
+    if not path.is_file():
+        pytest.skip("no kws.pt shipped")
+    payload = torch.load(path, weights_only=True)
+    assert path.stat().st_size < 25e6 and payload["extra"]["version"].startswith("gse-")
+    assert all(t.dtype == torch.float16 for t in payload["state_dict"].values() if t.is_floating_point())
+    assert read_kws_dims(path).frontend == "gse"
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    reranker = load_reranker(None, path, frontend=FakeFrontend())  # the real front-end is tested in test_frontends
+    assert reranker.name == f"parallelkws-{payload['extra']['version']}" and reranker.text_weight == 0.25
