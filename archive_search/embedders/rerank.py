@@ -54,12 +54,17 @@ class KWSReranker:
         uses_conformer = self.model.dims.uses_conformer
         if self.qbe_features is None:
             self.qbe_features = "conformer" if uses_conformer else "gse"
-        if self.frontend is None and (not uses_conformer or self.qbe_features == "gse"):
+        if self.qbe_features == "conformer" and not uses_conformer:
+            raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
+
+    def _frontend(self):
+        """The speech embedding, made on first use: a missing openwakeword wheel then fails the
+        search that needs it (MissingToolError with the install command), not indexing."""
+        if self.frontend is None:
             from archive_search.embedders.frontends import SpeechEmbedding
 
             self.frontend = SpeechEmbedding(threads=torch.get_num_threads())
-        if self.qbe_features == "conformer" and not uses_conformer:
-            raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
+        return self.frontend
 
     @property
     def speech(self) -> CTCConformer | None:
@@ -73,7 +78,7 @@ class KWSReranker:
         if self.model.dims.uses_conformer:
             feats, lengths = fbank_batch(batch, self.n_mels)
             return self.model(feats.to(self.device), lengths.to(self.device), text, text_lengths)
-        outputs = self.frontend(batch)
+        outputs = self._frontend()(batch)
         frames, lengths, mel, mel_lengths = pad_frontend([o.frames for o in outputs], [o.mel for o in outputs])
         d = self.device
         return self.model(frames.to(d), lengths.to(d), text, text_lengths, mel.to(d), mel_lengths.to(d))
@@ -103,7 +108,7 @@ class KWSReranker:
         the normalised log-mel frames averaged over 4 (40 ms too)."""
         result = []
         if self.qbe_features == "gse":
-            for out in self.frontend(list(clips)):
+            for out in self._frontend()(list(clips)):
                 result.append(out.frames / np.maximum(np.linalg.norm(out.frames, axis=1, keepdims=True), 1e-8))
             return result
         for batch in _batches(clips):

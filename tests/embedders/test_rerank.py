@@ -108,3 +108,17 @@ def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
 
     reranker = load_reranker(None, path, frontend=FakeFrontend())  # the real front-end is tested in test_frontends
     assert reranker.name == f"parallelkws-{payload['extra']['version']}" and reranker.text_weight == 0.25
+
+
+def test_gse_reranker_without_openwakeword_loads_and_fails_only_when_scoring(monkeypatch):
+    import importlib.util
+
+    from archive_search.embedders import frontends
+    from archive_search.errors import MissingToolError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    frontends._sessions.cache_clear()
+    reranker = KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")))  # indexing never needs it
+    with pytest.raises(MissingToolError, match="openwakeword"):
+        reranker.score_text(_regions(), [], "cat")
+    frontends._sessions.cache_clear()
