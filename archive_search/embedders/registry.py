@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -30,9 +30,9 @@ class ModelBundle:
     audio: AudioEmbedder
     text: TextEmbedder
     reranker: Reranker | None = None
-    calibration: "Calibration | None" = None
-    """Raw score -> [0, 1] map fitted on development data (`calibration.json` beside the
-    checkpoints); the engine applies it only to the scorer it was fitted for."""
+    calibrations: "dict[str, Calibration]" = field(default_factory=dict)
+    """Raw score -> [0, 1] maps fitted on development data (`calibration.json` beside the
+    checkpoints), by scorer name; the engine applies the one of the scorer it searches with."""
 
 
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
@@ -44,7 +44,7 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     since the index stores only JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
-    from archive_search.search.calibration import CALIBRATION_FILE, load_calibration, scorer_name
+    from archive_search.search.calibration import CALIBRATION_FILE, load_calibrations
     from archive_search.embedders.parallelkws import read_kws_dims
     from archive_search.embedders.rerank import load_reranker
 
@@ -59,5 +59,4 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     # conformer path needs ctc.pt as well (without it there is no reranker, as before).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
         reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved))
-    calibration = load_calibration(directory / CALIBRATION_FILE, scorer_name(audio.name, reranker.name if reranker else None))
-    return ModelBundle(audio.name, audio, text, reranker, calibration)
+    return ModelBundle(audio.name, audio, text, reranker, load_calibrations(directory / CALIBRATION_FILE))

@@ -21,7 +21,7 @@ QUERY_KIND_OF = {"text": "text", "spoken": "audio"}
 
 def calibrate_engine(corpus: Corpus, queries: Sequence[Query], models, index_dir: str | Path, top: int = 50, data: str = "") -> Calibration:
     """Index `corpus` with `models` (raw scores) and fit one calibration per query kind."""
-    raw_models = replace(models, calibration=None)
+    raw_models = replace(models, calibrations={})
     system = EngineSystem(index_dir, raw_models, name="engine-raw")
     run = run_system(system, corpus, queries, top=top)
     kinds = {}

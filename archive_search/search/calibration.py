@@ -113,19 +113,27 @@ def save_calibration(path: str | Path, calibration: Calibration) -> Path:
     return path
 
 
-def load_calibration(path: str | Path, scorer: str) -> Calibration | None:
-    """The scorer's calibration from a calibration file; None when the file or entry is absent."""
+def load_calibrations(path: str | Path) -> dict[str, Calibration]:
+    """Every scorer's calibration in a calibration file, by scorer name (empty when absent).
+
+    A bundle keeps them all: searching it without its reranker (an evaluation's JMCL-only
+    system) then finds the calibration of JMCL alone."""
     path = Path(path)
     if not path.is_file():
-        return None
-    entry = _read(path).get(scorer)
-    if entry is None:
-        return None
-    try:
-        kinds = {kind: ScoreCalibration(**values) for kind, values in entry["kinds"].items() if kind in QUERY_KINDS}
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: calibration of {scorer!r} is malformed ({exc})") from exc
-    return Calibration(scorer, kinds, entry.get("data", ""))
+        return {}
+    calibrations = {}
+    for scorer, entry in _read(path).items():
+        try:
+            kinds = {kind: ScoreCalibration(**values) for kind, values in entry["kinds"].items() if kind in QUERY_KINDS}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: calibration of {scorer!r} is malformed ({exc})") from exc
+        calibrations[scorer] = Calibration(scorer, kinds, entry.get("data", ""))
+    return calibrations
+
+
+def load_calibration(path: str | Path, scorer: str) -> Calibration | None:
+    """The scorer's calibration from a calibration file; None when the file or entry is absent."""
+    return load_calibrations(path).get(scorer)
 
 
 def _read(path: Path) -> dict:

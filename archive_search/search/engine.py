@@ -104,9 +104,9 @@ class Searcher:
     def _score(self, kind: str, raw: float) -> float:
         """A raw score (reranker probability, else cosine similarity) -> the hit's [0, 1] score,
         calibrated when the bundle carries a calibration fitted for exactly these models."""
-        calibration = self.models.calibration
         reranker = self.models.reranker
-        if calibration is not None and calibration.scorer == scorer_name(self.models.name, reranker.name if reranker else None):
+        calibration = self.models.calibrations.get(scorer_name(self.models.name, reranker.name if reranker else None))
+        if calibration is not None:
             return calibration.apply(kind, raw)
         return retrieval_score(raw)
 

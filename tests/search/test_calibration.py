@@ -13,6 +13,7 @@ from archive_search.search.calibration import (
     ScoreCalibration,
     fit_kind,
     load_calibration,
+    load_calibrations,
     save_calibration,
     scorer_name,
 )
@@ -58,6 +59,7 @@ def test_file_round_trip_keeps_other_scorers(tmp_path):
     assert load_calibration(path, "jmcl-b").kinds["text"].threshold == 0.6
     assert load_calibration(path, "other") is None
     assert load_calibration(tmp_path / "missing.json", "jmcl-a") is None
+    assert set(load_calibrations(path)) == {"jmcl-a", "jmcl-b"}
     assert loaded.apply("text", 0.7) == pytest.approx(0.5)
     assert Calibration("x", {}).apply("audio", 1.7) == 1.0  # an uncalibrated kind passes through, clipped
     path.write_text("[1, 2]")
@@ -77,11 +79,15 @@ def test_engine_applies_only_the_calibration_of_its_own_scorer(tmp_path):
 
     strict = ScoreCalibration(threshold=0.999, slope=20.0)
     own = Calibration(scorer_name(bundle.name, None), {"text": strict})
-    calibrated = Archive.open(tmp_path / "index", replace(bundle, calibration=own)).search("apple", top=5)
+    calibrated = Archive.open(tmp_path / "index", replace(bundle, calibrations={own.scorer: own})).search("apple", top=5)
     assert [(h.file, h.start) for h in calibrated] == [(h.file, h.start) for h in raw]  # order kept
     assert [h.score for h in calibrated] == pytest.approx([round(strict(h.score), 4) for h in raw], abs=2e-4)
     assert all(h.score < 0.5 for h in calibrated)
 
     foreign = Calibration(scorer_name(bundle.name, "some-reranker"), {"text": strict})
-    untouched = Archive.open(tmp_path / "index", replace(bundle, calibration=foreign)).search("apple", top=5)
+    untouched = Archive.open(tmp_path / "index", replace(bundle, calibrations={foreign.scorer: foreign})).search("apple", top=5)
     assert [h.score for h in untouched] == [h.score for h in raw]
+
+    both = {own.scorer: own, foreign.scorer: foreign}  # as load_models keeps every scorer's entry
+    chosen = Archive.open(tmp_path / "index", replace(bundle, calibrations=both)).search("apple", top=5)
+    assert [h.score for h in chosen] == [h.score for h in calibrated]
