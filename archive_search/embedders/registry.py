@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from archive_search.embedders.base import AudioEmbedder, Reranker, TextEmbedder
@@ -38,15 +37,15 @@ class ModelBundle:
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
-    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped ones); a kws.pt on the
-    "gse" front-end needs no ctc.pt. device: torch
-    device name; default CUDA when available, else CPU. The bundle's name is the JMCL model's,
+    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped
+    ones); a kws.pt on the "gse" front-end needs no ctc.pt. device: torch device name; default
+    CUDA when available, else CPU. The bundle's name is the JMCL model's,
     since the index stores only JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
-    from archive_search.search.calibration import CALIBRATION_FILE, load_calibrations
     from archive_search.embedders.parallelkws import read_kws_dims
     from archive_search.embedders.rerank import load_reranker
+    from archive_search.search.calibration import CALIBRATION_FILE, load_calibrations
 
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
     if not (directory / JMCL_FILE).is_file():
