@@ -1,0 +1,62 @@
+"""Rerank cost: KWSReranker.score_text on N regions cut from aligned speech, CPU time.
+
+    .venv/bin/python benchmarks/bench_rerank.py --kws archive_search/checkpoints/kws.pt \
+        --data work/kws/gse/pseudo-dev.jsonl --regions 30 --threads 1
+
+Regions are drawn as ParallelKWS training draws them (1-3 s around a keyword, seeded). Prints the
+minimum CPU time of three `score_text` calls and how much of it the frozen front-end takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from archive_search.embedders.rerank import load_reranker
+from archive_search.training.ctc import load_aligned, load_manifests
+from archive_search.training.kws import RegionSampler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kws", required=True, help="ParallelKWS checkpoint (a gse model needs no --ctc)")
+    parser.add_argument("--ctc", default=None, help="conformer checkpoint, for a conformer-path model")
+    parser.add_argument("--data", required=True, action="append", help="aligned manifest(s) to cut regions from")
+    parser.add_argument("--regions", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    items = load_aligned(load_manifests(args.data, None))
+    rng = np.random.default_rng(args.seed)
+    sampler = RegionSampler(items)
+    regions = [sampler.draw(rng)[0].samples for _ in range(args.regions)]
+    reranker = load_reranker(args.ctc, args.kws)
+    reranker.score_text(regions[:2], [], "warm up")
+    runs = []
+    for _ in range(3):
+        started = time.process_time()
+        reranker.score_text(regions, [], "spoken archive")
+        runs.append(time.process_time() - started)
+    result = {
+        "reranker": reranker.name,
+        "regions": len(regions),
+        "audio_s": round(sum(map(len, regions)) / 16000, 1),
+        "threads": args.threads,
+        "score_text_cpu_ms": round(1000 * min(runs), 1),
+    }
+    frontend = getattr(reranker, "frontend", None)
+    if frontend is not None:
+        started = time.process_time()
+        frontend(regions)
+        result["frontend_cpu_ms"] = round(1000 * (time.process_time() - started), 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
