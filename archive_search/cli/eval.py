@@ -153,6 +153,25 @@ def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_
     _emit(data, as_json, f"{calibration.scorer} -> {path}\n{text}")
 
 
+@main.command("tune-pocketsphinx", context_settings=CONTEXT)
+@corpus_options
+@click.option("--words", "n_words", default=40, show_default=True, help="Single-word queries to draw.")
+@click.option("--phrases", "n_phrases", default=20, show_default=True, help="2-3 word phrase queries to draw.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def tune_pocketsphinx(manifest, root, vocab, oov, n_words, n_phrases, seed, as_json) -> None:
+    """Pick PocketSphinx's keyphrase threshold by ATWV on a DEVELOPMENT archive (peer tuning)."""
+    from archive_search.evaluation import harness
+    from archive_search.evaluation.peers import tune_pocketsphinx_threshold
+
+    corpus = harness.load_corpus(manifest, root)
+    query_list = harness.make_queries(corpus, harness.load_vocabulary(vocab, oov), n_words, n_phrases, 0, 0, seed)
+    best, atwv = tune_pocketsphinx_threshold(corpus, query_list)
+    data = {"best": best, "atwv": {f"{t:g}": v for t, v in atwv.items()}}
+    _emit(data, as_json, "\n".join(f"{t:g}: ATWV {v:.3f}" for t, v in atwv.items()) + f"\nbest: {best:g}")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @models_options

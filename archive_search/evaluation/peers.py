@@ -35,9 +35,10 @@ FUZZY_MIN_SIMILARITY = 0.75
 """whisper-fuzzy reports a transcript span whose phonemes are at least this similar
 (1 - edit distance / query length) to the query's."""
 
-POCKETSPHINX_KWS_THRESHOLD = 1e-20
-"""PocketSphinx's keyphrase threshold: the value its documentation suggests for single words;
-set before any evaluation and not tuned on it."""
+POCKETSPHINX_KWS_THRESHOLD = 1e20
+"""PocketSphinx's keyphrase threshold, tuned by ATWV on development data only (`archive-eval
+tune-pocketsphinx --manifest work/calib/dev-real-other.jsonl`: the best of its grid; docs/results.md).
+Its documentation's starting value for single words is 1e-20."""
 
 DTW_HOP_S = 0.02
 """Seconds between the MFCC frames the DTW peer matches (20 ms keeps it fast)."""
@@ -229,10 +230,11 @@ class PocketSphinxSystem:
     name = "pocketsphinx"
     note = "keyphrase spotting is per query list: one decode pass over the archive, its time spread over the queries"
 
-    def __init__(self):
+    def __init__(self, kws_threshold: float = POCKETSPHINX_KWS_THRESHOLD):
         from pocketsphinx import Decoder, get_model_path  # noqa: F401 (ImportError -> skipped)
 
         self.model = Path(get_model_path()) / "en-us"
+        self.kws_threshold = kws_threshold
         self.threshold = 0.0  # what it reports (above its keyphrase threshold) is its decision
         self.files: list[str] = []
         self.results: dict[str, list[Detection]] = {}
@@ -249,7 +251,7 @@ class PocketSphinxSystem:
             for word in phrase.split():
                 if decoder.lookup_word(word) is None:  # OOV for its dictionary: our G2P's phonemes
                     decoder.add_word(word, " ".join(word_phonemes(word)), True)
-        kws = "\n".join(f"{p} /{POCKETSPHINX_KWS_THRESHOLD:g}/" for p in phrases) + "\n"
+        kws = "\n".join(f"{p} /{self.kws_threshold:g}/" for p in phrases) + "\n"
         with tempfile.NamedTemporaryFile("w", suffix=".kws", delete=False, encoding="utf-8") as handle:
             handle.write(kws)  # PocketSphinx reads a keyphrase list from a file
         path = Path(handle.name)
@@ -264,7 +266,7 @@ class PocketSphinxSystem:
                 decoder.start_utt()
                 decoder.process_raw(pcm.tobytes(), full_utt=True)
                 decoder.end_utt()
-                for segment in decoder.seg():
+                for segment in decoder.seg() or ():  # None when nothing was spotted
                     phrase = segment.word.strip()
                     if phrase in found:
                         found[phrase].append(Detection(file, segment.start_frame * frame, (segment.end_frame + 1) * frame, float(segment.prob)))
@@ -353,3 +355,22 @@ class DTWSystem:
                     break
         found.sort(key=lambda d: -d.score)
         return found[:top]
+
+
+POCKETSPHINX_THRESHOLD_GRID = (1e20, 1e10, 1e5, 1.0, 1e-1, 1e-2, 1e-5, 1e-10, 1e-20)
+"""Keyphrase thresholds `tune_pocketsphinx_threshold` tries."""
+
+
+def tune_pocketsphinx_threshold(corpus, queries: Sequence, grid: Sequence[float] = POCKETSPHINX_THRESHOLD_GRID) -> tuple[float, dict[float, float]]:
+    """The keyphrase threshold with the best ATWV on a DEVELOPMENT corpus's text queries (what
+    PocketSphinx reports above its threshold is its decision), and the ATWV of every candidate."""
+    from archive_search.evaluation.harness import run_system, summarise
+
+    text_queries = [q for q in queries if q.kind == "text"]
+    atwv = {}
+    for threshold in grid:
+        run = run_system(PocketSphinxSystem(threshold), corpus, text_queries)
+        summary = summarise(run, "text", corpus.speech_seconds)
+        atwv[threshold] = float(summary.atwv) if summary.atwv is not None else float("-inf")
+    best = max(grid, key=lambda t: atwv[t])
+    return best, atwv

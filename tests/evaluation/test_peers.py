@@ -111,3 +111,38 @@ def test_whisper_transcripts_are_cached_with_their_cost(tmp_path):
     assert Model.calls == 1 and again.words == transcriber.words
     search = peers.WhisperSearch(again, fuzzy=False)
     assert [(h.start, h.end) for h in search.search("21 apples", 5)] == [(0.5, 1.4)]
+
+
+def test_pocketsphinx_threshold_is_tuned_by_development_atwv(tmp_path, monkeypatch):
+    """A stand-in spotter: above 1e-10 it finds nothing; at 1e-10 exactly the true occurrences;
+    below it also a false alarm per query. The tuner must pick 1e-10."""
+    from archive_search.evaluation.harness import make_queries
+    from archive_search.evaluation.metrics import Detection
+
+    rng = np.random.default_rng(2)
+    scripts = [list(rng.choice(WORDS, 4, replace=False)) for _ in range(4)]
+    write_manifest(tmp_path / "m.jsonl", write_corpus(tmp_path, scripts))
+    corpus = load_corpus(tmp_path / "m.jsonl")
+
+    class StandIn:
+        name = "pocketsphinx"
+
+        def __init__(self, kws_threshold):
+            self.threshold, self.kws_threshold = 0.0, kws_threshold
+
+        def index(self, files):
+            return 0.0
+
+        def search(self, text, top):
+            if self.kws_threshold > 1e-10:
+                return []
+            found = [Detection(o.file, o.start, o.end, 1.0) for o in corpus.occurrences(text.split())]
+            if self.kws_threshold < 1e-10:
+                found.append(Detection(corpus.files[0], 0.0, 0.01, 0.5))
+            return found
+
+    monkeypatch.setattr(peers, "PocketSphinxSystem", StandIn)
+    queries = make_queries(corpus, None, 4, 0, 0, 0, seed=0)
+    best, atwv = peers.tune_pocketsphinx_threshold(corpus, queries, grid=(1e-5, 1e-10, 1e-20))
+    assert best == 1e-10
+    assert atwv[1e-10] == pytest.approx(1.0) and atwv[1e-5] == pytest.approx(0.0) and atwv[1e-20] < 1.0
