@@ -9,8 +9,8 @@
 * `dtw`: subsequence DTW over MFCCs, spoken queries only.
 
 None of these is a dependency of the engine: a peer whose package is missing is reported as
-skipped (install them with `pip install archive-search[eval]`). Peer thresholds are fixed a
-priori (documented below), never tuned on the evaluation data.
+skipped (install them with `pip install archive-search[eval]`). Peer thresholds are constants
+(documented below), fixed a priori or tuned on development data, never on the evaluation data.
 """
 
 from __future__ import annotations
