@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from archive_search.audio import SAMPLE_RATE, resample, trim_silence
-from archive_search.errors import ArchiveSearchError, MissingToolError
+from archive_search.errors import ArchiveSearchError, IndexMismatchError, MissingToolError
 
 PIECE_GAP_S = 0.12
 """Seconds of pause between synthesized pieces of a sentence."""
@@ -129,11 +129,27 @@ def hit_matches(hit, truth: dict[str, list[Spoken]], words: str) -> bool:
     )
 
 
+def index_demo(out: Path, models=None):
+    """Index the demo audio under `out` into `out/index` -> (Archive, IndexReport).
+
+    The demo owns that index: one built by an earlier model (after an upgrade) is rebuilt
+    rather than refused, as a user's own index would be."""
+    from archive_search import Archive
+
+    index = out / "index"
+    try:
+        archive = Archive.open(index, models=models)
+        return archive, archive.add([out / "audio"])
+    except IndexMismatchError:
+        shutil.rmtree(index)
+        archive = Archive.open(index, models=models)
+        return archive, archive.add([out / "audio"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-archive", help="folder for the demo audio and index (default: ./demo-archive)")
     args = parser.parse_args(argv)
-    from archive_search import Archive
     from archive_search.cli.search import format_table
 
     out = Path(args.out).resolve()
@@ -142,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         truth = build_demo_archive(out)
         total = sum(sf.info(p).duration for p in truth)
         print(f"demo: wrote {len(truth)} episodes ({total:.0f} s of speech) to {out / 'audio'} in {time.monotonic() - started:.1f} s")
-        archive = Archive.open(out / "index")
-        report = archive.add([out / "audio"])
+        archive, report = index_demo(out)
         print(
             f"demo: indexed {len(report.added) + len(report.updated)} files ({report.unchanged} unchanged), "
             f"{report.windows_added} windows, {report.speed:.0f}x real time, into {out / 'index'}"

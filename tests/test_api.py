@@ -39,3 +39,14 @@ def test_public_exports():
     assert archive_search.Archive is Archive and archive_search.Hit is Hit
     with pytest.raises(AttributeError):
         archive_search.nothing_here
+
+
+def test_demo_rebuilds_its_own_index_after_a_model_change(tmp_path):
+    from archive_search.demo import index_demo
+    from tests.fakes import fake_bundle, lexicon, write_episodes
+
+    write_episodes(tmp_path / "audio", count=2)
+    _, first = index_demo(tmp_path, fake_bundle(lexicon(), name="fake-v1"))
+    archive, second = index_demo(tmp_path, fake_bundle(lexicon(), name="fake-v2"))
+    assert first.ok and second.ok and len(second.added) == len(first.added) == 2
+    assert archive.stats()["model"] == "fake-v2"
