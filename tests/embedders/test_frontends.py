@@ -57,6 +57,52 @@ def test_a_clip_gets_the_same_frames_alone_and_in_a_batch():
 
 
 @needs_gse
+def test_clips_embedded_side_by_side_equal_clips_embedded_one_by_one():
+    rng = np.random.default_rng(3)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (9000, 20000, 14000, 30000, 5000)]
+    serial, parallel = SpeechEmbedding(threads=1)(clips), SpeechEmbedding(threads=3)(clips)
+    assert len(parallel) == len(clips)
+    for one, other in zip(serial, parallel):
+        np.testing.assert_array_equal(one.frames, other.frames)
+        np.testing.assert_array_equal(one.mel, other.mel)
+
+
+@needs_gse
+def test_one_pass_over_the_sequence_equals_the_published_sliding_window_model():
+    """The rewritten graph must give what the unmodified embedding_model.onnx gives on each
+    76-frame patch at an 8-frame hop (openwakeword's way of running it)."""
+    import onnxruntime as ort
+
+    model = SpeechEmbedding()
+    rng = np.random.default_rng(2)
+    clip = (0.1 * rng.standard_normal(27_000)).astype(np.float32)
+    mel = model.melspectrogram(clip)
+    published = ort.InferenceSession(str(gse_model_files()[1]), providers=["CPUExecutionProvider"])
+    padded = model.pad(mel)
+    n = gse_frame_count(len(mel))
+    patches = np.stack([padded[8 * k : 8 * k + 76] for k in range(n)])[:, :, :, None]
+    expected = published.run(None, {"input_1": patches})[0].reshape(n, GSE_DIM)
+    frames = model([clip])[0].frames
+    assert frames.shape == expected.shape
+    np.testing.assert_allclose(frames, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_a_graph_it_does_not_know_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node],
+        "other",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "other.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.raises(MissingToolError, match="not the speech embedding graph"):
+        frontends._sequence_graph(path)
+
+
+@needs_gse
 def test_frames_carry_the_word_across_voices():
     """The same word by two espeak voices aligns better than different words (DTW over frames)."""
     from archive_search.demo import speak
@@ -90,5 +136,5 @@ def test_sessions_report_a_missing_onnxruntime(monkeypatch):
     frontends._sessions.cache_clear()
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingToolError, match="onnxruntime"):
-        frontends._sessions(1)
+        frontends._sessions()
     frontends._sessions.cache_clear()
