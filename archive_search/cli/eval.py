@@ -261,8 +261,8 @@ def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queri
     results = windowed_detection(utterances, bundle.audio, bundle.text, queries, sizes,
                                  training_vocabulary=load_vocabulary(vocab, oov),
                                  reranker=bundle.reranker if rerank else None, seed=seed)  # fmt: skip
-    rows = [[r.task, r.window_s, r.split, "yes" if r.reranked else "no", r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
-    text = markdown_table(["task", "window s", "split", "rerank", "EER %", "AUC", "queries", "positive", "negative"], rows)
+    rows = [[r.task, r.window_s, r.split, r.scoring, r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
+    text = markdown_table(["task", "window s", "split", "scoring", "EER %", "AUC", "queries", "positive", "negative"], rows)
     reranker = bundle.reranker.name if rerank and bundle.reranker is not None else None
     _emit({"model": bundle.name, "reranker": reranker, "queries": queries, "results": [vars(r) for r in results]},
           as_json, f"model {bundle.name}, reranker {reranker}\n\n{text}")  # fmt: skip

@@ -241,12 +241,15 @@ class WindowedUtterance:
 
 @dataclass
 class WindowedResult:
-    """One cell of JMCL Table II: a task, a window size, a vocabulary split, with/without rerank."""
+    """One cell of JMCL Table II: a task, a window size, a vocabulary split and a scoring:
+    "jmcl" (the best window's cosine), "rerank" (the reranker alone on a region around that
+    window) or "engine" (the engine's mix of the two: the reranker's `text_weight` or
+    `audio_weight` times its score plus the rest times the cosine)."""
 
     task: str
     window_s: float
     split: str
-    reranked: bool
+    scoring: str
     eer: float
     auc: float
     n_queries: int
@@ -347,10 +350,12 @@ def windowed_detection(
                 for qi, ui in enumerate(exemplar_utterance):
                     if ui >= 0:
                         valid[qi, ui] = False
-            variants = [(False, scores)]
+            variants = [("jmcl", scores)]
             if reranker is not None:
-                variants.append((True, _rerank(utterances, spans, similarity, queries, exemplars, task, reranker, valid)))
-            for reranked, table in variants:
+                reranked = _rerank(utterances, spans, similarity, queries, exemplars, task, reranker, valid)
+                weight = float(getattr(reranker, "text_weight" if task == "kws" else "audio_weight", 1.0))
+                variants += [("rerank", reranked), ("engine", weight * reranked + (1.0 - weight) * scores)]
+            for scoring, table in variants:
                 for split, query_mask in splits.items():
                     mask = valid & query_mask[:, None]
                     labels, values = contains[mask], table[mask]
@@ -362,7 +367,7 @@ def windowed_detection(
                             task=task,
                             window_s=float(window),
                             split=split,
-                            reranked=reranked,
+                            scoring=scoring,
                             eer=outcome.eer,
                             auc=outcome.auc,
                             n_queries=int((mask.any(axis=1)).sum()),

@@ -48,7 +48,7 @@ def test_words_and_windowed_commands(tmp_path):
     windowed = CliRunner().invoke(main, ["windowed", *common, "--windows", "0.4"])
     assert windowed.exit_code == 0, windowed.output
     rows = json.loads(windowed.output)["results"]
-    assert {(r["task"], r["reranked"]) for r in rows} == {("kws", False), ("kws", True), ("std", False), ("std", True)}
+    assert {(r["task"], r["scoring"]) for r in rows} == {(task, scoring) for task in ("kws", "std") for scoring in ("jmcl", "rerank", "engine")}
     assert all(r["eer"] == 0.0 for r in rows)
 
 

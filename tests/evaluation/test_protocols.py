@@ -149,16 +149,29 @@ def test_windowed_detection_table_ii(tmp_path):
         training_vocabulary=WORDS[:3],
         reranker=ToneReranker(),
     )
-    cells = {(r.task, r.window_s, r.split, r.reranked): r for r in results}
-    assert ("kws", 0.3, "all", False) in cells and ("std", 0.6, "oov", True) in cells
+    cells = {(r.task, r.window_s, r.split, r.scoring): r for r in results}
+    assert ("kws", 0.3, "all", "jmcl") in cells and ("std", 0.6, "oov", "rerank") in cells and ("kws", 0.6, "iv", "engine") in cells
     for result in results:
         assert result.eer == pytest.approx(0.0), result
     # STD leaves the exemplar's own utterance out: one trial fewer per query than KWS
-    assert cells[("std", 0.3, "all", False)].n_positive + cells[("std", 0.3, "all", False)].n_negative == (
-        cells[("kws", 0.3, "all", False)].n_positive + cells[("kws", 0.3, "all", False)].n_negative - len(queries)
+    assert cells[("std", 0.3, "all", "jmcl")].n_positive + cells[("std", 0.3, "all", "jmcl")].n_negative == (
+        cells[("kws", 0.3, "all", "jmcl")].n_positive + cells[("kws", 0.3, "all", "jmcl")].n_negative - len(queries)
     )
     deaf = windowed_detection(loaded, ToneAudioEmbedder(), ToneTextEmbedder(deaf=True), queries, window_sizes=(0.3,), tasks=("kws",))
     assert deaf[0].eer > 0.2
+
+    # The engine row mixes by the reranker's own weight: all reranker, or all JMCL similarity.
+    def engine_and_parts(weight):
+        reranker = ToneReranker()
+        reranker.text_weight = weight
+        rows = windowed_detection(loaded, ToneAudioEmbedder(), ToneTextEmbedder(deaf=True), queries,
+                                  window_sizes=(0.3,), tasks=("kws",), reranker=reranker)  # fmt: skip
+        return {r.scoring: r.eer for r in rows if r.split == "all"}
+
+    only_rerank, only_jmcl = engine_and_parts(1.0), engine_and_parts(0.0)
+    assert only_rerank["engine"] == pytest.approx(only_rerank["rerank"])
+    assert only_jmcl["engine"] == pytest.approx(only_jmcl["jmcl"])
+    assert abs(only_rerank["rerank"] - only_jmcl["jmcl"]) > 0.05, (only_rerank, only_jmcl)
 
 
 def test_oov_list_splits_like_a_training_vocabulary():
