@@ -5,13 +5,16 @@ Keyword Spotting" (see /work/shared/papers/jmcl.md, Section III): a BiLSTM over 
 and a BiLSTM over phoneme embeddings, each followed by a linear projection to the shared space,
 unit-normalised, with a learnable log temperature for the CLAP loss.
 
-Three configs:
+Configs:
 - ``paper``: exactly as published (128-bin log-mel 25/10 ms; 3-layer BiLSTM, hidden 256 -> 512
   for audio and text).
-- ``fast`` (the engine default): a strided convolutional front-end (40 ms frames) computed once
-  over a whole chunk and sliced per window, a 2-layer BiLSTM with hidden 128 and 256-d
-  embeddings, so overlapping windows share their frame features and the LSTM runs over 4x fewer
-  frames. See docs/models.md for what this costs.
+- ``fast``: a strided convolutional front-end (40 ms frames) computed once over a whole chunk
+  and sliced per window, a 2-layer BiLSTM with hidden 128 and 256-d embeddings, so overlapping
+  windows share their frame features and the LSTM runs over 4x fewer frames. See
+  docs/models.md for what this costs.
+- ``gse``: the pre-trained path (issue 4): the audio BiLSTM of ``fast`` reads Google's speech
+  embedding (frozen, trained on real speech; 96-d every 80 ms, embedders/frontends.py) instead
+  of log-mel, computed once over a whole chunk and sliced per window like ``fast``'s frames.
 - ``tiny``: a few thousand weights for tests.
 
 Pooling: the final forward and backward states of the last BiLSTM layer, concatenated (the usual
@@ -34,10 +37,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 from archive_search.audio import SAMPLE_RATE, FeatureConfig, log_mel
 from archive_search.embedders.checkpoint import build_dims, read_checkpoint, save_checkpoint
+from archive_search.embedders.frontends import GSE_DIM, GSE_FRAME_S
 from archive_search.embedders.phonemes import PAD_ID, VOCAB_SIZE, encode, pad_batch
 from archive_search.errors import CheckpointError
 
 CHECKPOINT_KIND = "jmcl"
+AUDIO_FRONTENDS = ("logmel", "gse")
 MAX_WINDOWS_PER_BATCH = 1024
 """Windows run through the LSTM at once; bounds inference memory on long chunks."""
 
@@ -47,8 +52,11 @@ class JMCLDims:
     """Everything that defines a JMCL model's shape; stored in every checkpoint."""
 
     config: str = "fast"
+    audio_frontend: str = "logmel"
+    """What the audio encoder reads: "logmel" (computed here) or "gse" (Google's speech embedding)."""
     sample_rate: int = SAMPLE_RATE
     n_mels: int = 64
+    """Log-mel bins ("logmel" front-end; unused with "gse")."""
     window_s: float = 0.025
     hop_s: float = 0.010
     frontend_channels: int = 128
@@ -69,9 +77,14 @@ class JMCLDims:
         return FeatureConfig(self.sample_rate, self.n_mels, self.window_s, self.hop_s)
 
     @property
+    def feature_dim(self) -> int:
+        """Width of one input frame: log-mel bins, or the speech embedding's 96 dims."""
+        return GSE_DIM if self.audio_frontend == "gse" else self.n_mels
+
+    @property
     def frame_period_s(self) -> float:
         """Seconds between the frames the audio LSTM reads."""
-        return self.hop_s * self.frontend_stride
+        return (GSE_FRAME_S if self.audio_frontend == "gse" else self.hop_s) * self.frontend_stride
 
 
 CONFIGS: dict[str, JMCLDims] = {
@@ -80,6 +93,7 @@ CONFIGS: dict[str, JMCLDims] = {
         phone_dim=128, text_layers=3, text_hidden=256, embed_dim=512,
     ),
     "fast": JMCLDims(),
+    "gse": JMCLDims(config="gse", audio_frontend="gse", frontend_channels=0, frontend_stride=1),
     "tiny": JMCLDims(
         config="tiny", n_mels=16, frontend_channels=16, frontend_stride=4, audio_layers=1, audio_hidden=16,
         phone_dim=8, text_layers=1, text_hidden=16, embed_dim=16, dropout=0.0,
@@ -115,14 +129,16 @@ class AudioEncoder(nn.Module):
         self.dims = dims
         # Fixed per-bin normalisation of log-mel, set from training data statistics; a buffer so
         # it travels in the checkpoint and is identical at train and inference time.
-        self.register_buffer("feature_mean", torch.zeros(dims.n_mels))
-        self.register_buffer("feature_std", torch.ones(dims.n_mels))
+        if dims.audio_frontend not in AUDIO_FRONTENDS:
+            raise CheckpointError(f"unknown JMCL audio front-end {dims.audio_frontend!r}; expected one of {AUDIO_FRONTENDS}")
+        self.register_buffer("feature_mean", torch.zeros(dims.feature_dim))
+        self.register_buffer("feature_std", torch.ones(dims.feature_dim))
         convs: list[nn.Module] = []
         if dims.frontend_channels > 0:
             stride = dims.frontend_stride
             if stride < 1 or stride & (stride - 1):
                 raise CheckpointError(f"JMCL frontend_stride must be a power of two, got {stride}")
-            channels_in = dims.n_mels
+            channels_in = dims.feature_dim
             for step in range(max(1, int(math.log2(stride)))):
                 kernel = 5 if step == 0 else 3
                 convs.append(nn.Conv1d(channels_in, dims.frontend_channels, kernel, stride=2 if stride > 1 else 1,
@@ -132,7 +148,7 @@ class AudioEncoder(nn.Module):
         else:
             if dims.frontend_stride != 1:
                 raise CheckpointError("JMCL without a conv front-end must have frontend_stride 1")
-            lstm_in = dims.n_mels
+            lstm_in = dims.feature_dim
         self.frontend = nn.ModuleList(convs)
         self.lstm = nn.LSTM(
             lstm_in, dims.audio_hidden, num_layers=dims.audio_layers, batch_first=True, bidirectional=True,
@@ -141,7 +157,7 @@ class AudioEncoder(nn.Module):
         self.project = nn.Linear(2 * dims.audio_hidden, dims.embed_dim)
 
     def frames(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-mel (B, F, n_mels) -> LSTM input frames (B, T, C), T = ceil(F / stride).
+        """Input frames (B, F, feature_dim) -> LSTM input frames (B, T, C), T = ceil(F / stride).
 
         With `lengths` (B,) valid mel frames, everything past a row's end is zeroed before each
         convolution, so a padded batch gives each row exactly what it gets alone.
@@ -196,6 +212,9 @@ class JMCL(nn.Module):
         self.text = TextEncoder(dims)
         # CLIP's initialisation, log(1/0.07); exp(tau) scales cosine logits.
         self.log_temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # The frozen speech embedding of the "gse" front-end (onnxruntime; not a torch module,
+        # not in the state_dict), made on first use.
+        self._speech_embedding = None
 
     def logit_scale(self) -> torch.Tensor:
         # Capped at 100 as in CLIP so the logits cannot blow up early in training.
@@ -208,7 +227,7 @@ class JMCL(nn.Module):
         seconds inside it. Features are computed over the whole clip and then sliced to the span,
         exactly as `JMCLAudioEmbedder.embed_spans` does at indexing time. Returns (B, D)."""
         device = self.log_temperature.device
-        mels = [log_mel(torch.as_tensor(clip).cpu(), self.dims.features) for clip in clips]
+        mels = self.input_features(clips)
         mel_lengths = torch.tensor([len(m) for m in mels], device=device)
         frames = self.audio.frames(pad_sequence(mels, batch_first=True).to(device), mel_lengths)
         n_frames = [self._n_frames(len(m)) for m in mels]
@@ -222,6 +241,18 @@ class JMCL(nn.Module):
             pieces.append(frames[row, i0:i1])
         lengths = torch.tensor([len(p) for p in pieces], device=device)
         return self.audio.encode(pad_sequence(pieces, batch_first=True), lengths)
+
+    def input_features(self, clips: Sequence[torch.Tensor | np.ndarray]) -> list[torch.Tensor]:
+        """Clips (S_i,) at 16 kHz -> the audio encoder's input frames, one (F_i, feature_dim)
+        float32 CPU tensor per clip: log-mel, or the frozen speech embedding's frames."""
+        if self.dims.audio_frontend == "gse":
+            if self._speech_embedding is None:
+                from archive_search.embedders.frontends import SpeechEmbedding
+
+                self._speech_embedding = SpeechEmbedding(threads=torch.get_num_threads())
+            arrays = [torch.as_tensor(clip).detach().cpu().float().numpy() for clip in clips]
+            return [torch.from_numpy(out.frames) for out in self._speech_embedding(arrays)]
+        return [log_mel(torch.as_tensor(clip).cpu(), self.dims.features) for clip in clips]
 
     def embed_phoneme_batch(self, sequences: Sequence[Sequence[str]]) -> torch.Tensor:
         """Differentiable text embedding: ARPAbet sequences -> (B, D)."""
@@ -248,7 +279,6 @@ class JMCLAudioEmbedder:
         self.model = model.to(self.device).eval()
         self.name = name
         self.dim = model.dims.embed_dim
-        self.features = model.dims.features
 
     @torch.inference_mode()
     def embed_spans(self, samples: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -261,7 +291,7 @@ class JMCLAudioEmbedder:
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
         if len(spans) == 0:
             return out
-        mels = log_mel(np.asarray(samples, dtype=np.float32), self.features).to(self.device)
+        mels = self.model.input_features([np.asarray(samples, dtype=np.float32)])[0].to(self.device)
         frames = self.model.audio.frames(mels[None])[0]  # (T, C)
         count = frames.shape[0]
         ranges = np.array([self.model.audio.frame_range(s, e, count) for s, e in spans], dtype=np.int64)

@@ -270,11 +270,10 @@ def batch_loss(model: JMCL, batch: Batch, alpha_at: float = ALPHA_AT, alpha_aa: 
 
 
 def feature_statistics(model: JMCL, bank: WordBank, rng: np.random.Generator, count: int = 64) -> None:
-    """Set the audio encoder's log-mel normalisation from `count` random utterances."""
-    from archive_search.audio import log_mel
-
+    """Set the audio encoder's input normalisation (per log-mel bin or speech-embedding dim)
+    from `count` random utterances."""
     picks = rng.choice(len(bank.audio), size=min(count, len(bank.audio)), replace=False)
-    mels = torch.cat([log_mel(bank.audio[i].astype(np.float32) / 32767.0, model.dims.features) for i in picks])
+    mels = torch.cat(model.input_features([bank.audio[i].astype(np.float32) / 32767.0 for i in picks]))
     model.audio.feature_mean.copy_(mels.mean(0))
     model.audio.feature_std.copy_(mels.std(0).clamp(min=1e-3))
 

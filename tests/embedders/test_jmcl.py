@@ -94,6 +94,55 @@ def test_frame_ranges_follow_the_front_end_stride():
     assert model.audio.frame_range(3.0, 3.01, 50) == (49, 50)  # past the end: last frame, never empty
 
 
+def _tiny_gse_model(seed=0):
+    """A tiny JMCL on the speech-embedding front-end, with the fake front-end of the ParallelKWS
+    tests (no openwakeword needed)."""
+    from archive_search.embedders.jmcl import JMCL, JMCLDims
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    torch.manual_seed(seed)
+    dims = dataclasses.replace(CONFIGS["tiny"], audio_frontend="gse", frontend_channels=0, frontend_stride=1)
+    model = JMCL(JMCLDims(**dataclasses.asdict(dims))).eval()
+    model._speech_embedding = FakeFrontend(seed)
+    return model
+
+
+def test_gse_config_reads_96_d_frames_every_80_ms():
+    dims = CONFIGS["gse"]
+    assert dims.audio_frontend == "gse" and dims.feature_dim == 96 and dims.frame_period_s == pytest.approx(0.08)
+    model = build_model("gse")
+    assert model.audio.lstm.input_size == 96 and len(model.audio.frontend) == 0
+    assert model.audio.frame_range(0.5, 1.5, 1000) == (6, 19)
+    assert CONFIGS["fast"].audio_frontend == "logmel" and CONFIGS["fast"].feature_dim == 64
+
+
+def test_gse_spans_slice_shared_frames_like_the_training_path():
+    model = _tiny_gse_model(3)
+    audio = JMCLAudioEmbedder(model, "jmcl-tiny-gse", "cpu")
+    samples = _speechlike(4.0, 6)
+    spans = [(0.52, 1.52), (1.0, 1.5), (2.4, 4.0)]
+    fast = audio.embed_spans(samples, np.array(spans))
+    with torch.no_grad():
+        slow = model.embed_audio_batch([torch.from_numpy(samples)] * 3, spans).numpy()
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+    assert fast.shape == (3, model.dims.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(fast[0], fast[2], atol=1e-3)
+
+
+def test_gse_checkpoint_round_trip_and_an_unknown_front_end_is_refused(tmp_path):
+    from archive_search.embedders.jmcl import JMCL
+
+    model = _tiny_gse_model(4)
+    path = save_jmcl(tmp_path / "gse.pt", model)
+    loaded, _ = read_jmcl(path)
+    assert loaded.dims == model.dims
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    with pytest.raises(CheckpointError, match="front-end"):
+        JMCL(dataclasses.replace(CONFIGS["tiny"], audio_frontend="whisper"))
+
+
 def test_checkpoint_round_trip_full_and_half(tmp_path):
     torch.manual_seed(0)
     model = build_model("tiny")
