@@ -359,7 +359,12 @@ def read_jmcl(path: str | Path) -> tuple[JMCL, dict]:
 def model_name(model: JMCL, tag: str | None = None) -> str:
     """'jmcl-<config>-<hash>': the hash covers dims and weights, so retrained weights get a new name."""
     if tag is None:
-        digest = hashlib.sha256(repr(dataclasses.asdict(model.dims)).encode())
+        fields = dataclasses.asdict(model.dims)
+        if fields["audio_frontend"] == "logmel":
+            # Added after the first checkpoints shipped: left out at its old implicit value, so a
+            # log-mel model keeps its name (indexes and calibration.json are keyed by it).
+            del fields["audio_frontend"]
+        digest = hashlib.sha256(repr(fields).encode())
         for key, tensor in sorted(model.state_dict().items()):
             digest.update(key.encode())
             digest.update(tensor.detach().to(torch.float16).cpu().numpy().tobytes())

@@ -62,3 +62,15 @@ def test_a_gse_reranker_needs_only_kws_pt(tmp_path, monkeypatch):
     assert bundle.reranker is not None and bundle.reranker.name.startswith("parallelkws-gse")
     samples = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
     assert bundle.reranker.score_text([samples], [], "hello").shape == (1,)
+
+
+def test_the_shipped_models_have_a_shipped_calibration():
+    """calibration.json is keyed by model names; a name that drifts (say, a new dims field
+    changing the weight hash) would silently turn the shipped calibration off."""
+    from archive_search.search.calibration import scorer_name
+
+    if not (registry.CHECKPOINT_DIR / registry.JMCL_FILE).exists():
+        pytest.skip("no shipped checkpoints in this checkout")
+    bundle = registry.load_models(device="cpu")
+    reranker = bundle.reranker.name if bundle.reranker is not None else None
+    assert scorer_name(bundle.name, reranker) in bundle.calibrations, (bundle.name, reranker, list(bundle.calibrations))
