@@ -182,7 +182,7 @@ def tune_pocketsphinx(manifest, root, vocab, oov, n_words, n_phrases, seed, as_j
 @domain_errors
 def clips(folder, models_dir, factory, out, max_per_label, seed, as_json) -> None:
     """Text-enrolled KWS on a folder of <label>_*.wav clips: each clip against every label's word."""
-    from archive_search.evaluation.kws import EmbeddingScorer, RerankerScorer, clip_kws, load_labelled_clips
+    from archive_search.evaluation.kws import EmbeddingScorer, RerankerScorer, clip_kws, load_labelled_clips, mixed_clip_kws
     from archive_search.evaluation.report import markdown_table, plot_binary_det
 
     bundle = load_bundle(models_dir, factory)
@@ -193,6 +193,9 @@ def clips(folder, models_dir, factory, out, max_per_label, seed, as_json) -> Non
         scorers.append(RerankerScorer(bundle.reranker))
         names.append("parallelkws (rerank)")
     results = {name: clip_kws(audio, labels, scorer) for name, scorer in zip(names, scorers)}
+    if bundle.reranker is not None:
+        weight = float(getattr(bundle.reranker, "text_weight", 1.0))
+        results[f"engine ({weight:g} x rerank + {1 - weight:g} x cosine)"] = mixed_clip_kws(*results.values(), weight)
     out.mkdir(parents=True, exist_ok=True)
     plot_binary_det({n: r.pooled.curve for n, r in results.items()}, out / "det.png", title=f"Clip KWS on {folder.name}")
     rows = [[n, r.pooled.eer * 100, r.mean_keyword_eer * 100, r.pooled.auc, r.pooled.n_positive, r.pooled.n_negative] for n, r in results.items()]

@@ -211,6 +211,18 @@ def clip_kws(
         raise EvaluationError("clip KWS needs at least two keywords (the others are the negatives)")
     scores = np.stack([scorer.score(list(clips), keyword) for keyword in keywords], axis=1)  # (clips, keywords)
     truth = np.array(labels)[:, None] == np.array(keywords)[None, :]
+    return _clip_result(scores, truth, keywords)
+
+
+def mixed_clip_kws(retrieval: ClipKWSResult, rerank: ClipKWSResult, weight: float) -> ClipKWSResult:
+    """The engine's text score on the same trials: weight x reranker + (1 - weight) x JMCL cosine
+    (`KWSReranker.text_weight`), from two finished clip_kws runs over the same clips."""
+    if retrieval.keywords != rerank.keywords or retrieval.scores.shape != rerank.scores.shape:
+        raise EvaluationError("mixed clip KWS needs two runs over the same clips and keywords")
+    return _clip_result(weight * rerank.scores + (1.0 - weight) * retrieval.scores, retrieval.labels, retrieval.keywords)
+
+
+def _clip_result(scores: np.ndarray, truth: np.ndarray, keywords: list[str]) -> ClipKWSResult:
     per_keyword = {}
     for j, keyword in enumerate(keywords):
         if truth[:, j].any() and (~truth[:, j]).any():

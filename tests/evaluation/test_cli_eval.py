@@ -31,6 +31,8 @@ def test_clips_command_writes_report_and_det(tmp_path):
     data = json.loads(result.output)
     assert data["parallelkws (rerank)"]["pooled"]["eer"] == 0.0
     assert data["jmcl (cosine)"]["pooled"]["n_positive"] == 9
+    engine = [name for name in data if name.startswith("engine (")]
+    assert len(engine) == 1 and data[engine[0]]["pooled"]["n_positive"] == 9
     assert (tmp_path / "out" / "det.png").read_bytes()[:4] == b"\x89PNG"
     assert "pooled EER" in (tmp_path / "out" / "report.md").read_text()
 

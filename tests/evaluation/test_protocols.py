@@ -10,6 +10,7 @@ from archive_search.evaluation.kws import (
     RerankerScorer,
     WindowedUtterance,
     clip_kws,
+    mixed_clip_kws,
     load_labelled_clips,
     phrase_detection,
     window_spans,
@@ -118,6 +119,14 @@ def test_clip_kws_on_labelled_folder(tmp_path):
     assert set(result.per_keyword) == {"alpha", "bravo", "charlie"}
     deaf = clip_kws(clips, labels, EmbeddingScorer(ToneAudioEmbedder(), ToneTextEmbedder(deaf=True)))
     assert deaf.pooled.eer > 0.3
+    # The engine's mix: all reranker, all cosine, or in between on the very same trials.
+    assert mixed_clip_kws(deaf, result, 1.0).pooled.eer == 0.0
+    assert mixed_clip_kws(deaf, result, 0.0).pooled.eer == pytest.approx(deaf.pooled.eer)
+    half = mixed_clip_kws(deaf, result, 0.5)
+    np.testing.assert_allclose(half.scores, 0.5 * (deaf.scores + result.scores))
+    assert half.pooled.n_positive == 12 and half.pooled.n_negative == 24
+    with pytest.raises(EvaluationError):
+        mixed_clip_kws(deaf, clip_kws(clips[:6], labels[:6], RerankerScorer(ToneReranker())), 0.5)
     assert len(load_labelled_clips(tmp_path, max_per_label=2)[0]) == 6
     with pytest.raises(EvaluationError):
         clip_kws(clips[:1], labels[:1], RerankerScorer(ToneReranker()))
