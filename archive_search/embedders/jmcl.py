@@ -127,7 +127,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, dims: JMCLDims):
         super().__init__()
         self.dims = dims
-        # Fixed per-bin normalisation of log-mel, set from training data statistics; a buffer so
+        # Fixed per-bin (per-dim) normalisation of the input frames, set from training data; a buffer so
         # it travels in the checkpoint and is identical at train and inference time.
         if dims.audio_frontend not in AUDIO_FRONTENDS:
             raise CheckpointError(f"unknown JMCL audio front-end {dims.audio_frontend!r}; expected one of {AUDIO_FRONTENDS}")
