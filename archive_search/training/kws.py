@@ -76,6 +76,7 @@ class KWSTrainConfig:
     audio_negatives: bool = True  # gse: also pair each keyword text with another region's audio
     attention: str = "parallel"  # parallel | self | cross (ablations)
     pda_weight: float = 0.3  # 0: no PDA loss (ablation)
+    tight_regions: bool = False  # ablation: LibriPhrase-like tight crops, as the paper trains
     steps: int = 2000
     batch_regions: int = 16  # regions per batch; each is shown with 3 texts (pos, hard, easy)
     lr: float = 1e-3
@@ -264,7 +265,7 @@ class RegionSampler:
 def make_batch(sampler: RegionSampler, model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig):
     clips, texts, labels = [], [], []
     for _ in range(config.batch_regions):
-        region, hard, easy = sampler.draw(rng)
+        region, hard, easy = sampler.draw(rng, tight=config.tight_regions)
         samples = region.samples
         if rng.random() < config.augment_prob:
             samples = augment(samples, rng)
@@ -348,7 +349,7 @@ def make_frontend_batch(
     audio_index (B,): the region of each (text, label) row."""
     regions, pieces = [], []
     for _ in range(config.batch_regions):
-        region, hard, easy = sampler.draw(rng)
+        region, hard, easy = sampler.draw(rng, tight=config.tight_regions)
         copy = int(rng.random() < config.augment_prob)
         right = region.offset + len(region.samples) / SAMPLE_RATE
         pieces.append(slice_region(cache[region.source], copy, region.offset, right))

@@ -100,6 +100,21 @@ def test_sampler_negatives_do_not_occur_in_the_region(manifest):
                 assert all(region.words[i : i + n] != negative for i in range(len(region.words)))
 
 
+def test_the_tight_ablation_trains_on_keyword_crops_not_regions(manifest, tmp_path):
+    from archive_search.training.kws import build_feature_cache, build_kws, make_frontend_batch
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    items = load_aligned(load_manifests([manifest]))
+    cache = build_feature_cache(items, FakeFrontend(), tmp_path / "cache")
+    frames = {}
+    for tight in (False, True):
+        config = KWSTrainConfig(config="tiny", frontend="gse", batch_regions=24, augment_prob=0.0, tight_regions=tight)
+        batch = make_frontend_batch(RegionSampler(items), cache, build_kws(config, None), np.random.default_rng(3), config)
+        frames[tight] = batch[1].float().mean()
+    # keywords of 1-4 tone words last 0.2-1.7 s; regions are 1-3 s with other words around
+    assert frames[True] < 0.7 * frames[False]
+
+
 def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
     config = CTCTrainConfig(config="tiny", steps=40, batch_seconds=8.0, max_segment_s=2.0, lr=3e-3, warmup=0.1,
                             augment_prob=0.0, save_every=20, device="cpu")
