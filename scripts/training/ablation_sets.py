@@ -11,19 +11,13 @@ Run from the repository root after the manifests named below exist (commands in 
 
 import json
 
+from train_vocab import rows, write_vocab
+
 TRAINING = ("work/data/libri-5652.jsonl", "work/data-helper/pseudo-train-clean-100.jsonl", "work/data/synth-a2/manifest.jsonl")
 DEV_SPEAKERS = {f"librispeech:{s}" for s in ("1688", "1998", "2033", "2414", "2609")}
 
-
-def rows(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-words = {w["label"].lower() for path in TRAINING for r in rows(path) if r.get("split", "train") == "train" for w in r["words"]}
-with open("work/data/abl-train-vocab.txt", "w", encoding="utf-8") as handle:
-    handle.write("\n".join(sorted(words)) + "\n")
+n_words = write_vocab("work/data/abl-train-vocab.txt", TRAINING)
 held_out = [r for r in rows("work/data/pseudo-test-other.jsonl") if r["speaker"] not in DEV_SPEAKERS]
 with open("work/data/test-other-heldout.jsonl", "w", encoding="utf-8") as handle:
     handle.writelines(json.dumps(r) + "\n" for r in held_out)
-print(f"{len(words)} training words, {len(held_out)} held-out test-other utterances")
+print(f"{n_words} training words, {len(held_out)} held-out test-other utterances")
