@@ -65,9 +65,10 @@ def main() -> None:
 @click.option("--batch-words", type=int, default=32, show_default=True, help="N distinct words per batch.")
 @click.option("--instances", type=int, default=4, show_default=True, help="M spoken instances per word (>= 2).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--window-prob", type=float, default=0.5, show_default=True,
+@click.option("--window-prob", type=float, default=0.25, show_default=True,
               help="Share of instances cut as indexer windows (the rest: segments and clips).")
-@click.option("--augment-prob", type=float, default=0.5, show_default=True)
+@click.option("--augment-prob", type=float, default=0.4, show_default=True,
+              help="Share of instances given the data helper's random augmentation chain.")
 @common_options
 def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob, augment_prob,
          out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
