@@ -9,23 +9,10 @@ Run from the repository root after `archive-data synth --hours 2 --out work/data
 and `archive-data pseudo-label .../test-other --out work/data/pseudo-test-other.jsonl --split test`.
 """
 
-import json
 import os
 import random
 
-DEV_SPEAKERS = {f"librispeech:{s}" for s in ("1688", "1998", "2033", "2414", "2609")}
-
-
-def rows(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write(path, records):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-
+from manifests import rows, split_test_other, write_manifest
 
 synth_dir = "work/data/synth-2h-s1"
 synthetic = [r for r in rows(f"{synth_dir}/manifest.jsonl") if r["split"] == "train"]
@@ -33,6 +20,6 @@ random.Random(0).shuffle(synthetic)
 synthetic = synthetic[:300]
 for record in synthetic:
     record["audio"] = os.path.abspath(os.path.join(synth_dir, record["audio"]))
-other = rows("work/data/pseudo-test-other.jsonl")
-write("work/calib/dev.jsonl", synthetic + [r for r in other if r["speaker"] in DEV_SPEAKERS])
-write("work/data/test-other-heldout.jsonl", [r for r in other if r["speaker"] not in DEV_SPEAKERS])
+dev_speakers, held_out = split_test_other(rows("work/data/pseudo-test-other.jsonl"))
+write_manifest("work/calib/dev.jsonl", synthetic + dev_speakers)
+write_manifest("work/data/test-other-heldout.jsonl", held_out)

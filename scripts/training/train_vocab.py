@@ -6,14 +6,9 @@ out-of-vocabulary (OOV) words with it.
     python scripts/training/train_vocab.py OUT MANIFEST [MANIFEST ...]
 """
 
-import json
 import sys
 
-
-def rows(path):
-    """The JSON records of a manifest, one per non-empty line."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from manifests import rows
 
 
 def training_words(paths):
