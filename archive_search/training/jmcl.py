@@ -234,8 +234,8 @@ def sample_batch(
     n_words: int,
     n_instances: int,
     rng: np.random.Generator,
-    window_prob: float = 0.25,
-    clip_prob: float = 0.25,
+    window_prob: float = JMCLTrainConfig.window_prob,
+    clip_prob: float = JMCLTrainConfig.clip_prob,
     augment: Callable | None = None,
     augment_prob: float = 0.0,
 ) -> Batch:
