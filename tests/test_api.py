@@ -1,23 +1,8 @@
-import socket
-
 import pytest
 
 import archive_search
 from archive_search import Archive, Hit
 from tests.fakes import fake_bundle, lexicon, write_episodes
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a network connection fails loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_index_and_search_with_the_network_blocked(tmp_path, no_network):

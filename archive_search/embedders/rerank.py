@@ -5,12 +5,13 @@ sigmoid output is the hit's probability.
 
 Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
 decoding cannot be fed to a grapheme encoder). So a clip is compared with each region by
-subsequence DTW over the frozen conformer's frame states (40 ms frames, unit-normalised,
-cosine distance): the clip must align, in order, with some stretch of the region; free start
-and end inside the region. The score is the mean cosine similarity along the best path,
-clipped to [0, 1]. The conformer was trained for phoneme CTC, so its states carry phonetic
-content and little of the speaker. With the "gse" front-end (no conformer) the DTW runs over
-Google's speech embedding frames (80 ms) instead.
+subsequence DTW over frame states (unit-normalised, cosine distance): the clip must align, in
+order, with some stretch of the region; free start and end inside the region. The score is the
+mean cosine similarity along the best path, clipped to [0, 1]. The frames: whisper tiny.en's
+encoder states (20 ms; the default for the shipped "gse" model: on two real development sets
+they ranked spoken queries far better than the speech embedding's, docs/models.md), the
+conformer's states (40 ms; the paper path's default), Google's speech embedding frames
+(80 ms) or pooled log-mel.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, loa
 from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, pad_frontend, read_kws_dims
 from archive_search.errors import CheckpointError, QueryError
 
+QBE_FEATURES = ("whisper", "conformer", "gse", "fbank")
+
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
 
@@ -38,22 +41,28 @@ class KWSReranker:
     name: str = "parallelkws"
     device: str = "cpu"
     qbe_features: str | None = None
-    """Frames that query-by-example DTW compares: "conformer" states, "gse" frames or normalised
-    "fbank"; default: the model's own front-end."""
+    """Frames that query-by-example DTW compares: "whisper" encoder states, "conformer" states,
+    "gse" frames or normalised "fbank"; default: "conformer" for a conformer-front-end model,
+    else "whisper"."""
     frontend: object | None = None
     """For a "gse" model: callable clips -> [GSEFrames] (default: frontends.SpeechEmbedding)."""
+    whisper: object | None = None
+    """For "whisper" frames: a `WhisperEncoder` (default: the bundled tiny.en, made on first use)."""
     text_weight: float = 0.25
     """How much the engine ranks text hits by this score against the JMCL retrieval similarity
     (weight * probability + (1 - weight) * similarity). 0.25 beat JMCL alone and the probability
     alone on the dev set with both JMCL checkpoints measured (docs/models.md)."""
     audio_weight: float = 1.0
-    """The same for query by example: frame DTW alone beat JMCL and every mix on the dev set."""
+    """The same for query by example: whisper-frame DTW alone beat JMCL alone and the 0.5 and
+    0.75 mixes on both real development sets (docs/models.md)."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
         uses_conformer = self.model.dims.uses_conformer
         if self.qbe_features is None:
-            self.qbe_features = "conformer" if uses_conformer else "gse"
+            self.qbe_features = "conformer" if uses_conformer else "whisper"
+        if self.qbe_features not in QBE_FEATURES:
+            raise CheckpointError(f"unknown query-by-example frames {self.qbe_features!r}; one of {', '.join(QBE_FEATURES)}")
         if self.qbe_features == "conformer" and not uses_conformer:
             raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
 
@@ -65,6 +74,14 @@ class KWSReranker:
 
             self.frontend = SpeechEmbedding(threads=torch.get_num_threads())
         return self.frontend
+
+    def _whisper(self):
+        """whisper tiny.en's encoder, made on first use (query by example only)."""
+        if self.whisper is None:
+            from archive_search.embedders.whisper_encoder import WhisperEncoder
+
+            self.whisper = WhisperEncoder(threads=torch.get_num_threads(), pad=True)
+        return self.whisper
 
     @property
     def speech(self) -> CTCConformer | None:
@@ -103,10 +120,18 @@ class KWSReranker:
 
     @torch.no_grad()
     def frame_states(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Clips -> unit-normalised frames for DTW, one (T_i, D) array per clip: conformer
-        states (40 ms), speech embedding frames ("gse", 80 ms) or, with qbe_features="fbank",
-        the normalised log-mel frames averaged over 4 (40 ms too)."""
+        """Clips -> unit-normalised frames for DTW, one (T_i, D) array per clip: whisper encoder
+        states (20 ms), conformer states (40 ms), speech embedding frames ("gse", 80 ms) or, with
+        qbe_features="fbank", the normalised log-mel frames averaged over 4 (40 ms too)."""
         result = []
+        if self.qbe_features == "whisper":
+            # whisper's states carry a large per-input offset, so each clip is standardised
+            # over its own frames first (raw states ranked dev queries far worse, docs/models.md)
+            for frames in self._whisper().frames_packed(list(clips)):
+                if len(frames) > 1:
+                    frames = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-5)
+                result.append(frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-8))
+            return result
         if self.qbe_features == "gse":
             for out in self._frontend()(list(clips)):
                 result.append(out.frames / np.maximum(np.linalg.norm(out.frames, axis=1, keepdims=True), 1e-8))
@@ -130,8 +155,8 @@ class KWSReranker:
             return np.zeros(0, dtype=np.float32)
         if len(query) == 0:
             raise QueryError("the query clip holds no audio")
-        query_states = self.frame_states([query])[0]
-        region_states = self.frame_states(regions)
+        # one call: whisper encodes the query and the regions packed into one canonical input
+        query_states, *region_states = self.frame_states([query, *regions])
         return np.array([subsequence_dtw_similarity(query_states, r) for r in region_states], dtype=np.float32)
 
 
@@ -165,9 +190,11 @@ def _batches(clips: Sequence[np.ndarray]):
         yield batch
 
 
-def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None) -> KWSReranker:
+def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None, whisper=None) -> KWSReranker:
     """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker.
-    A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None)."""
+    A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None);
+    its query by example runs on whisper frames. `frontend` and `whisper` replace the speech
+    embedding and the whisper encoder (tests pass fakes)."""
     if read_kws_dims(kws_path).uses_conformer:
         if ctc_path is None or not Path(ctc_path).is_file():
             raise CheckpointError(f"{kws_path}: this ParallelKWS runs on the phoneme-CTC conformer; its checkpoint {ctc_path} is missing")
@@ -177,7 +204,10 @@ def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str
         model, extra = load_kws(kws_path, device=device)
         version = extra.get("version")  # kws-export writes "gse-<weight hash>"
         name = f"parallelkws-{version}" if version else f"parallelkws-gse-{Path(kws_path).stem}"
-        return KWSReranker(model, name=name, device=device, frontend=frontend)
+        reranker = KWSReranker(model, name=name, device=device, frontend=frontend, whisper=whisper)
+        # The name keys the score calibration, and spoken-query scores depend on the QbE frames.
+        reranker.name += f"+qbe-{reranker.qbe_features}"
+        return reranker
     name = f"parallelkws-{extra.get('version', Path(kws_path).stem)}"
     return KWSReranker(model, name=name, device=device)
 

