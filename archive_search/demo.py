@@ -9,11 +9,8 @@ lets the demo say whether each search found the right place.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,9 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
-from archive_search.audio import SAMPLE_RATE, resample, trim_silence
-from archive_search.errors import ArchiveSearchError, IndexMismatchError, MissingToolError
+from archive_search.audio import SAMPLE_RATE
+from archive_search.embedders.speech_synthesis import speak
+from archive_search.errors import ArchiveSearchError, IndexMismatchError
 
 PIECE_GAP_S = 0.12
 """Seconds of pause between synthesized pieces of a sentence."""
@@ -39,18 +37,6 @@ class Spoken:
     words: str
     start: float
     end: float
-
-
-def speak(text: str, voice: str = "en-us", speed: int = 165) -> np.ndarray:
-    """Synthesize `text` with the espeak-ng program -> 16 kHz mono float32, silence trimmed."""
-    binary = shutil.which("espeak-ng")
-    if binary is None:
-        raise MissingToolError("espeak-ng is not installed (apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as folder:
-        target = os.path.join(folder, "speech.wav")
-        subprocess.run([binary, "-v", voice, "-s", str(speed), "-w", target, text], check=True, capture_output=True)
-        samples, rate = sf.read(target, dtype="float32")
-    return trim_silence(resample(samples, rate), top_db=40)
 
 
 def build_episode(sentences: Sequence[Sequence[str]], voice: str = "en-us", speed: int = 165) -> tuple[np.ndarray, list[Spoken]]:

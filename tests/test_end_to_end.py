@@ -51,3 +51,10 @@ def test_query_by_example_ranks_first(archive, word, voice, no_network):
     clip = root / f"query-{word}.wav"
     sf.write(str(clip), speak(word, voice, 150), SAMPLE_RATE)
     assert_right_first(archive.search_audio(clip, top=5), truth, word)
+
+
+@pytest.mark.parametrize("words", ["lighthouse", "harvest moon"])
+def test_text_query_spoken_by_tts_ranks_first(archive, words, no_network):
+    _, truth, root = archive
+    spoken = Archive.open(root / "index", load_models(text_scoring="tts"))
+    assert_right_first(spoken.search(words, top=5), truth, words)

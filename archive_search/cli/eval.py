@@ -30,7 +30,7 @@ def _command_line() -> str:
 
 def load_bundle(models_dir: Path | None, factory: str | None):
     """The models to evaluate: `--bundle module:function` (returns a ModelBundle), else the
-    checkpoints in `--models DIR`, else the shipped defaults."""
+    checkpoints in `--models DIR`, else the shipped defaults; with `--text-scoring`."""
     if factory:
         module_name, _, attribute = factory.partition(":")
         try:
@@ -39,10 +39,20 @@ def load_bundle(models_dir: Path | None, factory: str | None):
             raise EvaluationError(f"--bundle {factory}: {exc}") from exc
     from archive_search.embedders.registry import load_models
 
-    return load_models(models_dir)
+    context = click.get_current_context(silent=True)
+    text_scoring = context.meta.get("text_scoring", "parallelkws") if context else "parallelkws"
+    return load_models(models_dir, text_scoring=text_scoring)
+
+
+def _remember(context: click.Context, parameter: click.Parameter, value):
+    context.meta[parameter.name] = value
 
 
 def models_options(function):
+    function = click.option("--text-scoring", type=click.Choice(["parallelkws", "tts"]), default="parallelkws", show_default=True,
+                            expose_value=False, callback=_remember,
+                            help="How the reranker scores text queries: ParallelKWS, or the words spoken by espeak-ng "
+                                 "and scored as a spoken query.")(function)  # fmt: skip
     function = click.option("--bundle", "factory", default=None, hidden=True, help="module:function returning a ModelBundle.")(function)
     return click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Checkpoint folder (default: the shipped models).")(function)  # fmt: skip

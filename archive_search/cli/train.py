@@ -264,7 +264,7 @@ def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, se
 @click.option("--kws", "kws_checkpoints", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="KWS checkpoint to compare; repeat. A conformer one takes --ctc.")
 @click.option("--ctc", "ctc_checkpoint", type=click.Path(dir_okay=False, exists=True))
-@click.option("--qbe", "qbe_features", multiple=True, default=(), help="Also compare these QbE DTW features (gse, fbank, conformer).")
+@click.option("--qbe", "qbe_features", multiple=True, default=(), help="Also compare these QbE DTW features (whisper, gse, fbank, conformer).")
 @click.option("--regions", "rerank_regions", type=int, default=10, show_default=True)
 @click.option("--queries", type=int, default=120, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -34,13 +34,15 @@ class ModelBundle:
     checkpoints), by scorer name; the engine applies the one of the scorer it searches with."""
 
 
-def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None) -> ModelBundle:
+def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None, text_scoring: str = "parallelkws") -> ModelBundle:
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
     checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped
     ones); a kws.pt on the "gse" front-end needs no ctc.pt. device: torch device name; default
-    CUDA when available, else CPU. The bundle's name is the JMCL model's,
-    since the index stores only JMCL audio vectors.
+    CUDA when available, else CPU. text_scoring: "parallelkws", or "tts" (text queries spoken
+    by espeak-ng and reranked as spoken queries: slower, better on the development sets; see
+    `embedders.rerank`). The bundle's name is the JMCL model's, since the index stores only
+    JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
     from archive_search.embedders.parallelkws import read_kws_dims
@@ -57,5 +59,5 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     # A ParallelKWS on the pre-trained speech embedding needs only kws.pt; the paper's
     # conformer path needs ctc.pt as well (without it there is no reranker, as before).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
-        reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved))
+        reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved), text_scoring=text_scoring)
     return ModelBundle(audio.name, audio, text, reranker, load_calibrations(directory / CALIBRATION_FILE))

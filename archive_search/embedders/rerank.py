@@ -1,7 +1,9 @@
 """The engine's second stage: ParallelKWS for text queries, frame DTW for query by example.
 
 Text query: every candidate region is scored by ParallelKWS against the query's words; the
-sigmoid output is the hit's probability.
+sigmoid output is the hit's probability. Or, with `text_scoring="tts"` (slower, better on the
+real development sets, docs/models.md), the words are spoken by espeak-ng and the clip is
+scored as a spoken query.
 
 Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
 decoding cannot be fed to a grapheme encoder). So a clip is compared with each region by
@@ -29,6 +31,16 @@ from archive_search.errors import CheckpointError, QueryError
 
 QBE_FEATURES = ("whisper", "conformer", "gse", "fbank")
 
+TEXT_SCORINGS = ("parallelkws", "tts")
+"""How a text query is scored: ParallelKWS, or query by example on the words spoken by espeak-ng."""
+
+TTS_VOICE, TTS_SPEED = "en-us", 150
+"""espeak-ng voice and words per minute for spoken text queries."""
+
+TTS_TEXT_WEIGHT = 0.5
+"""`text_weight` with text_scoring="tts": the spoken query's DTW score against the JMCL similarity
+(chosen on the development sets, docs/models.md)."""
+
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
 
@@ -55,6 +67,9 @@ class KWSReranker:
     audio_weight: float = 1.0
     """The same for query by example: whisper-frame DTW alone beat JMCL alone and the 0.5 and
     0.75 mixes on both real development sets (docs/models.md)."""
+    text_scoring: str = "parallelkws"
+    """"parallelkws", or "tts": the query's words spoken by espeak-ng, then `score_audio`
+    (use `text_weight=TTS_TEXT_WEIGHT` with it; `load_reranker` does)."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
@@ -65,6 +80,8 @@ class KWSReranker:
             raise CheckpointError(f"unknown query-by-example frames {self.qbe_features!r}; one of {', '.join(QBE_FEATURES)}")
         if self.qbe_features == "conformer" and not uses_conformer:
             raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
+        if self.text_scoring not in TEXT_SCORINGS:
+            raise CheckpointError(f"unknown text scoring {self.text_scoring!r}; one of {', '.join(TEXT_SCORINGS)}")
 
     def _frontend(self):
         """The speech embedding, made on first use: a missing openwakeword wheel then fails the
@@ -102,13 +119,18 @@ class KWSReranker:
 
     @torch.no_grad()
     def score_text(self, regions: Sequence[np.ndarray], phonemes: Sequence[str], words: str) -> np.ndarray:
-        """Regions (each (S_i,) float32 16 kHz) against one text query -> (N,) probabilities.
+        """Regions (each (S_i,) float32 16 kHz) against one text query -> (N,) scores in [0, 1].
 
         ParallelKWS reads the words' graphemes (its text encoder is g2p_en's); `phonemes` are
-        accepted for the protocol and not used.
+        accepted for the protocol and not used. With text_scoring="tts" the words are spoken
+        by espeak-ng and scored as a spoken query (`score_audio`).
         """
         if len(regions) == 0:
             return np.zeros(0, dtype=np.float32)
+        if self.text_scoring == "tts":
+            from archive_search.embedders.speech_synthesis import speak
+
+            return self.score_audio(regions, speak(words, TTS_VOICE, TTS_SPEED))
         states = self.model.g2p_states(words).to(self.device)
         scores = []
         for batch in _batches(regions):
@@ -190,26 +212,31 @@ def _batches(clips: Sequence[np.ndarray]):
         yield batch
 
 
-def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None, whisper=None) -> KWSReranker:
+def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None, whisper=None,
+                  text_scoring: str = "parallelkws") -> KWSReranker:  # fmt: skip
     """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker.
     A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None);
     its query by example runs on whisper frames. `frontend` and `whisper` replace the speech
-    embedding and the whisper encoder (tests pass fakes)."""
+    embedding and the whisper encoder (tests pass fakes). text_scoring="tts": text queries are
+    spoken by espeak-ng and scored as spoken queries (`KWSReranker.text_scoring`)."""
+    text = {"text_scoring": text_scoring, **({"text_weight": TTS_TEXT_WEIGHT} if text_scoring == "tts" else {})}
     if read_kws_dims(kws_path).uses_conformer:
         if ctc_path is None or not Path(ctc_path).is_file():
             raise CheckpointError(f"{kws_path}: this ParallelKWS runs on the phoneme-CTC conformer; its checkpoint {ctc_path} is missing")
         speech, _ = load_ctc(ctc_path, device)
         model, extra = load_kws(kws_path, speech=speech, device=device)
+        name = f"parallelkws-{extra.get('version', Path(kws_path).stem)}"
+        reranker = KWSReranker(model, name=name, device=device, whisper=whisper, **text)
     else:
         model, extra = load_kws(kws_path, device=device)
         version = extra.get("version")  # kws-export writes "gse-<weight hash>"
         name = f"parallelkws-{version}" if version else f"parallelkws-gse-{Path(kws_path).stem}"
-        reranker = KWSReranker(model, name=name, device=device, frontend=frontend, whisper=whisper)
+        reranker = KWSReranker(model, name=name, device=device, frontend=frontend, whisper=whisper, **text)
         # The name keys the score calibration, and spoken-query scores depend on the QbE frames.
         reranker.name += f"+qbe-{reranker.qbe_features}"
-        return reranker
-    name = f"parallelkws-{extra.get('version', Path(kws_path).stem)}"
-    return KWSReranker(model, name=name, device=device)
+    if text_scoring == "tts":
+        reranker.name += "+text-tts"
+    return reranker
 
 
 def tiny_reranker(seed: int = 0) -> KWSReranker:

@@ -156,3 +156,15 @@ def test_disk_full_is_one_line_and_its_own_exit_code(tmp_path, fakes, monkeypatc
     assert result.exit_code == IndexWriteError.exit_code == 12
     assert result.stderr == (f"error: {tmp_path / 'index'}: cannot write the index (No space left on device); the index as "
                              "last saved is intact and searchable, free space and run archive-index again to finish\n")
+
+
+def test_tts_flag_loads_the_spoken_text_scoring(indexed, bundle, monkeypatch):
+    root, truth = indexed
+    asked = []
+    monkeypatch.setattr(search_cli, "load_models", lambda **options: asked.append(options) or bundle)
+    result = run_search("window", "--tts", "--index", root / "index", "--json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert asked == [{"text_scoring": "tts"}] and json.loads(result.stdout)["query"] == "window"
+    write_wav(root / "q.wav", tone_word("window"))
+    both = run_search("--audio", root / "q.wav", "--tts", "--index", root / "index")
+    assert both.exit_code == QueryError.exit_code and "--tts" in both.stderr

@@ -161,3 +161,21 @@ def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
     np.testing.assert_allclose(np.linalg.norm(states, axis=1), 1.0, atol=1e-5)
     with pytest.raises(Exception, match="unknown query-by-example frames"):
         KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")), qbe_features="mfcc")
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_tts_text_scoring_speaks_the_words_and_scores_them_as_a_spoken_query(tmp_path):
+    from archive_search.embedders.rerank import TTS_SPEED, TTS_TEXT_WEIGHT, TTS_VOICE
+    from archive_search.embedders.speech_synthesis import speak
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    model = ParallelKWS(KWSDims.tiny(frontend="gse"))
+    path = save_kws(tmp_path / "kws.pt", model, extra={"version": "gse-g1"})
+    reranker = load_reranker(None, path, frontend=FakeFrontend(), whisper=FakeWhisper(), text_scoring="tts")
+    assert reranker.name == "parallelkws-gse-g1+qbe-whisper+text-tts" and reranker.text_weight == TTS_TEXT_WEIGHT
+    pad = np.zeros(4000, dtype=np.float32)
+    regions = [np.concatenate([pad, speak(word, TTS_VOICE, TTS_SPEED), pad]) for word in ("garden", "yellow", "flowers")]
+    scores = reranker.score_text(regions, [], "yellow")
+    assert scores[1] > max(scores[0], scores[2]) + 0.3
+    with pytest.raises(Exception, match="unknown text scoring"):
+        load_reranker(None, path, frontend=FakeFrontend(), text_scoring="phonemes")

@@ -1,0 +1,87 @@
+"""Second stages for spoken queries, as bundles for `archive-eval search --bundle` (the comparison
+in docs/models.md, "Query by example on whisper frames"). Each is the shipped models with the
+reranker's query-by-example scoring changed; text queries are unchanged.
+
+    PYTHONPATH=scripts/evaluation archive-eval search ... --bundle qbe_variants:whisper_joint_100
+
+Names: <frames>_<how>_<weight %>, weight = how much the DTW score counts against the JMCL
+similarity (the engine's `audio_weight`). `whisper_joint` is what the engine ships; `tts_text_<weight %>` vary text queries instead. Every variant
+ranks by its raw score: its reranker name matches no `calibration.json` entry, since a
+calibration fitted for another scorer can saturate (scores round to ties) and distort MAP.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from archive_search.embedders.registry import load_models
+from archive_search.embedders.rerank import KWSReranker, subsequence_dtw_similarity
+from archive_search.embedders.whisper_encoder import WhisperEncoder
+
+
+@dataclass
+class WhisperVariant(KWSReranker):
+    """Whisper-frame DTW with the query encoded apart from the regions."""
+
+    regions_padded: bool = True
+    """Regions packed into padded 30 s inputs (else each region encoded alone, unpadded)."""
+    query_padded: bool = True
+    standardise: bool = True
+
+    def _states(self, frames: np.ndarray) -> np.ndarray:
+        if self.standardise and len(frames) > 1:
+            frames = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-5)
+        return frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-8)
+
+    def score_audio(self, regions, query):
+        padded, unpadded = _encoder(True), _encoder(False)
+        query_states = self._states((padded if self.query_padded else unpadded).frames(query))
+        if self.regions_padded:
+            region_frames = padded.frames_packed(list(regions))
+        else:
+            region_frames = [unpadded.frames(r) for r in regions]
+        return np.array([subsequence_dtw_similarity(query_states, self._states(r)) for r in region_frames], dtype=np.float32)
+
+
+@functools.cache
+def _encoder(pad: bool) -> WhisperEncoder:
+    return WhisperEncoder(pad=pad)
+
+
+def _shipped(qbe_features: str, weight: float, variant: dict | None = None):
+    models = load_models()
+    shipped = models.reranker
+    cls = WhisperVariant if variant is not None else KWSReranker
+    name = f"{shipped.name}~variant"  # uncalibrated
+    models.reranker = cls(shipped.model, name=name, qbe_features=qbe_features, audio_weight=weight, **(variant or {}))
+    return models
+
+
+for _weight in (0, 25, 50, 75, 100):
+    globals()[f"gse_{_weight}"] = lambda w=_weight / 100: _shipped("gse", w)
+    globals()[f"whisper_joint_{_weight}"] = lambda w=_weight / 100: _shipped("whisper", w)
+    globals()[f"whisper_split_{_weight}"] = lambda w=_weight / 100: _shipped("whisper", w, {})
+# text queries spoken by espeak-ng, then scored as spoken queries (load_models(text_scoring="tts")),
+# with the weight of that score against the JMCL similarity varied
+for _weight in (25, 50, 75, 100):
+    globals()[f"tts_text_{_weight}"] = lambda w=_weight / 100: _tts_text(w)
+
+
+def parallelkws_text():
+    """The shipped text scoring (ParallelKWS, weight 0.25), uncalibrated like the variants."""
+    models = load_models()
+    models.reranker.name += "~variant"
+    return models
+
+
+def _tts_text(weight: float):
+    models = load_models(text_scoring="tts")
+    models.reranker.text_weight = weight
+    models.reranker.name += "~variant"  # uncalibrated
+    return models
+
+
+whisper_each_100 = lambda: _shipped("whisper", 1.0, {"regions_padded": False})
+whisper_raw_100 = lambda: _shipped("whisper", 1.0, {"standardise": False})
+whisper_unpadded_100 = lambda: _shipped("whisper", 1.0, {"regions_padded": False, "query_padded": False})
