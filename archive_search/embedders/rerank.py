@@ -37,9 +37,9 @@ TEXT_SCORINGS = ("parallelkws", "tts")
 TTS_VOICE, TTS_SPEED = "en-us", 150
 """espeak-ng voice and words per minute for spoken text queries."""
 
-TTS_TEXT_WEIGHT = 0.5
+TTS_TEXT_WEIGHT = 0.75
 """`text_weight` with text_scoring="tts": the spoken query's DTW score against the JMCL similarity
-(chosen on the development sets, docs/models.md)."""
+(0.75 beat 0.25, 0.5 and 1 on both development sets, docs/models.md)."""
 
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
