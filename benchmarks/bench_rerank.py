@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-scoring", choices=["parallelkws", "tts"], default="parallelkws")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -38,7 +39,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     sampler = RegionSampler(items)
     regions = [sampler.draw(rng)[0].samples for _ in range(args.regions)]
-    reranker = load_reranker(args.ctc, args.kws)
+    reranker = load_reranker(args.ctc, args.kws, text_scoring=args.text_scoring)
     query = sampler.draw(rng)[0].samples
     query = query[len(query) // 2 - 4800 : len(query) // 2 + 4800]
     result = {"reranker": reranker.name, "regions": len(regions), "audio_s": round(sum(map(len, regions)) / 16000, 1),

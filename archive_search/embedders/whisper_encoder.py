@@ -36,6 +36,9 @@ CHUNK_S = 30.0
 _MEL_PER_CHUNK = 3000
 """10 ms mel frames in one 30 s chunk."""
 
+_FRAME = 320
+"""Samples per encoder frame (20 ms at 16 kHz)."""
+
 PACK_GAP_S = 0.5
 """Seconds of silence between clips packed into one chunk (`WhisperEncoder.frames_packed`)."""
 
@@ -112,9 +115,10 @@ class WhisperEncoder:
         return np.concatenate(parts, axis=0)
 
     def frames_packed(self, clips: Sequence[np.ndarray], gap_s: float = PACK_GAP_S) -> list[np.ndarray]:
-        """Short clips [(S_i,)] -> their states [(T_i, D)], T_i = ceil(S_i / 320), from as few
-        30 s chunks as hold them: each chunk is the clips back to back, `gap_s` of silence after
-        each, padded to 30 s as whisper was trained. A clip longer than a chunk is encoded alone."""
+        """Short 16 kHz clips [(S_i,)] -> their states [(T_i, D)], T_i = ceil(S_i / 320), from as
+        few 30 s chunks as hold them: each chunk is the clips back to back, `gap_s` of silence
+        after each, padded to 30 s as whisper was trained. A clip longer than a chunk is encoded
+        alone."""
         chunk, gap = int(CHUNK_S * 16000), int(gap_s * 16000)
         result: list[np.ndarray | None] = [None] * len(clips)
         pack: list[np.ndarray] = []
@@ -123,7 +127,7 @@ class WhisperEncoder:
         def encode_pack() -> None:
             frames = self._frames_padded(np.concatenate(pack)) if pack else None
             for index, first, end in spans:
-                result[index] = frames[first // 320 : -(-end // 320)]
+                result[index] = frames[first // _FRAME : -(-end // _FRAME)]
             pack.clear()
             spans.clear()
 
@@ -133,8 +137,8 @@ class WhisperEncoder:
             if len(clip) + gap > chunk:
                 result[index] = self._frames_padded(clip)
                 continue
-            # each clip starts on a frame boundary (320 samples), so its frames are its own
-            silence = np.zeros(gap + (-(len(clip) + gap) % 320), dtype=np.float32)
+            # each clip starts on a frame boundary, so its frames are its own
+            silence = np.zeros(gap + (-(len(clip) + gap) % _FRAME), dtype=np.float32)
             if used + len(clip) + len(silence) > chunk:
                 encode_pack()
                 used = 0
