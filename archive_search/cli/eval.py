@@ -201,7 +201,7 @@ def clips(folder, models_dir, factory, out, max_per_label, seed, as_json) -> Non
     names = ["jmcl (cosine)"]
     if bundle.reranker is not None:
         scorers.append(RerankerScorer(bundle.reranker))
-        names.append("parallelkws (rerank)")
+        names.append(f"{getattr(bundle.reranker, 'text_scoring', 'parallelkws')} (rerank)")
     results = {name: clip_kws(audio, labels, scorer) for name, scorer in zip(names, scorers)}
     if bundle.reranker is not None:
         weight = float(getattr(bundle.reranker, "text_weight", 1.0))
