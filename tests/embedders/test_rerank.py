@@ -145,6 +145,7 @@ class FakeWhisper:
 
 
 def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
+    from archive_search.errors import CheckpointError
     from tests.embedders.test_parallelkws import FakeFrontend
 
     rng = np.random.default_rng(3)
@@ -159,7 +160,7 @@ def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
     assert fake.calls == 1  # the query and the regions share one packed encoding
     states = reranker.frame_states(melodies[:1])[0]
     np.testing.assert_allclose(np.linalg.norm(states, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(Exception, match="unknown query-by-example frames"):
+    with pytest.raises(CheckpointError, match="unknown query-by-example frames"):
         KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")), qbe_features="mfcc")
 
 
@@ -167,6 +168,7 @@ def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
 def test_tts_text_scoring_speaks_the_words_and_scores_them_as_a_spoken_query(tmp_path):
     from archive_search.embedders.rerank import TTS_SPEED, TTS_TEXT_WEIGHT, TTS_VOICE
     from archive_search.embedders.speech_synthesis import speak
+    from archive_search.errors import CheckpointError
     from tests.embedders.test_parallelkws import FakeFrontend
 
     model = ParallelKWS(KWSDims.tiny(frontend="gse"))
@@ -177,5 +179,5 @@ def test_tts_text_scoring_speaks_the_words_and_scores_them_as_a_spoken_query(tmp
     regions = [np.concatenate([pad, speak(word, TTS_VOICE, TTS_SPEED), pad]) for word in ("garden", "yellow", "flowers")]
     scores = reranker.score_text(regions, [], "yellow")
     assert scores[1] > max(scores[0], scores[2]) + 0.3
-    with pytest.raises(Exception, match="unknown text scoring"):
+    with pytest.raises(CheckpointError, match="unknown text scoring"):
         load_reranker(None, path, frontend=FakeFrontend(), text_scoring="phonemes")
