@@ -149,15 +149,10 @@ class KWSReranker:
         if self.qbe_features == "whisper":
             # whisper's states carry a large per-input offset, so each clip is standardised
             # over its own frames first (raw states ranked dev queries far worse, docs/models.md)
-            for frames in self._whisper().frames_packed(list(clips)):
-                if len(frames) > 1:
-                    frames = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-5)
-                result.append(frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-8))
-            return result
+            frames = self._whisper().frames_packed(list(clips))
+            return [unit_rows(standardise(f) if len(f) > 1 else f) for f in frames]
         if self.qbe_features == "gse":
-            for out in self._frontend()(list(clips)):
-                result.append(out.frames / np.maximum(np.linalg.norm(out.frames, axis=1, keepdims=True), 1e-8))
-            return result
+            return [unit_rows(out.frames) for out in self._frontend()(list(clips))]
         for batch in _batches(clips):
             feats, lengths = fbank_batch(batch, self.n_mels)
             if self.qbe_features == "fbank":
@@ -180,6 +175,16 @@ class KWSReranker:
         # one call: whisper encodes the query and the regions packed into one canonical input
         query_states, *region_states = self.frame_states([query, *regions])
         return np.array([subsequence_dtw_similarity(query_states, r) for r in region_states], dtype=np.float32)
+
+
+def standardise(frames: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance per dimension over one input's frames (T, D)."""
+    return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
+
+
+def unit_rows(frames: np.ndarray) -> np.ndarray:
+    """Each frame (row) scaled to unit length; all-zero rows stay zero."""
+    return frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-8)
 
 
 def subsequence_dtw_similarity(query: np.ndarray, region: np.ndarray) -> float:

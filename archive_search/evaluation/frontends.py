@@ -29,6 +29,7 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 
 from archive_search.audio import SAMPLE_RATE, FeatureConfig, load_audio, log_mel
+from archive_search.embedders.rerank import standardise
 from archive_search.errors import EvaluationError
 from archive_search.evaluation.metrics import average_precision
 from archive_search.evaluation.word_discrimination import WordSegment, word_segments
@@ -269,11 +270,6 @@ def load_word_corpus(utterances: Iterable, root: str | Path, max_per_word: int |
     needed = {s.source for s in segments}
     audio = {u.id: load_audio(u.audio_path(root)) for u in utterances if u.id in needed}
     return WordCorpus(segments, audio)
-
-
-def standardise(frames: np.ndarray) -> np.ndarray:
-    """Zero mean and unit variance per dimension over one input's frames."""
-    return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archive_search.embedders.registry import load_models
-from archive_search.embedders.rerank import KWSReranker, subsequence_dtw_similarity
+from archive_search.embedders.rerank import KWSReranker, standardise, subsequence_dtw_similarity, unit_rows
 from archive_search.embedders.whisper_encoder import WhisperEncoder
 
 
@@ -31,9 +31,7 @@ class WhisperVariant(KWSReranker):
     standardise: bool = True
 
     def _states(self, frames: np.ndarray) -> np.ndarray:
-        if self.standardise and len(frames) > 1:
-            frames = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-5)
-        return frames / np.maximum(np.linalg.norm(frames, axis=1, keepdims=True), 1e-8)
+        return unit_rows(standardise(frames) if self.standardise and len(frames) > 1 else frames)
 
     def score_audio(self, regions, query):
         padded, unpadded = _encoder(True), _encoder(False)
