@@ -236,7 +236,9 @@ def jmcl_eval(checkpoint, manifests, splits, train_manifests, train_splits, max_
 @click.option("--trials", type=int, default=300, show_default=True, help="Anchors per manifest (each: 1 positive, 2 negatives).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None)
-def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, seed, threads):
+@click.option("--text-scoring", type=click.Choice(["parallelkws", "tts"]), default="parallelkws", show_default=True,
+              help="Score text by ParallelKWS, or speak it with espeak-ng and score it as a spoken query.")
+def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, seed, threads, text_scoring):
     """EER/AUC of a trained reranker: LibriPhrase-style (easy/hard), fsdd digits (text and by example). Prints JSON."""
     import torch
 
@@ -246,7 +248,7 @@ def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, se
     if threads:
         torch.set_num_threads(threads)
     try:
-        reranker = load_reranker(ctc_checkpoint, kws_checkpoint)
+        reranker = load_reranker(ctc_checkpoint, kws_checkpoint, text_scoring=text_scoring)
         result = evaluate_suite(reranker, manifests, fsdd, trials, seed, splits or None)
     except ArchiveSearchError as exc:
         click.echo(f"error: {exc}", err=True)

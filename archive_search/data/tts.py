@@ -140,7 +140,7 @@ def voice_installed(voice: Voice) -> bool:
     if voice.engine == "espeak":
         return _espeak_library_path() is not None
     if voice.engine == "flite":
-        return shutil.which("flite") is not None and voice.name in _flite_voices()
+        return shutil.which("flite") is not None and voice.name in flite_voices()
     if voice.engine == "festival":
         return shutil.which("festival") is not None and voice.name in _festival_voices()
     return False
@@ -555,7 +555,8 @@ def synth_espeak(words: Sequence[str], voice: Voice) -> Synthesis:
 
 
 @functools.lru_cache(maxsize=1)
-def _flite_voices() -> tuple[str, ...]:
+def flite_voices() -> tuple[str, ...]:
+    """The voices of the installed flite (`flite -lv`); () without flite."""
     binary = shutil.which("flite")
     if binary is None:
         return ()
@@ -585,8 +586,8 @@ def parse_psdur(text: str) -> list[tuple[str, float]]:
 def synth_flite(words: Sequence[str], voice: Voice) -> Synthesis:
     """flite: audio to a temporary wav, phone end times from `-psdur` (no word events: aligned)."""
     binary = _require("flite", "flite")
-    if voice.name not in _flite_voices():
-        raise MissingToolError(f"flite has no voice {voice.name!r} (it has: {', '.join(_flite_voices())})")
+    if voice.name not in flite_voices():
+        raise MissingToolError(f"flite has no voice {voice.name!r} (it has: {', '.join(flite_voices())})")
     words = _clean_words(words)
     text = " ".join(words)
     f0 = FLITE_BASE_F0.get(voice.name, 110.0) * voice.pitch

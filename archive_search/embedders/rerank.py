@@ -2,8 +2,8 @@
 
 Text query: every candidate region is scored by ParallelKWS against the query's words; the
 sigmoid output is the hit's probability. Or, with `text_scoring="tts"` (slower, better on the
-real development sets, docs/models.md), the words are spoken by espeak-ng and the clip is
-scored as a spoken query.
+real development sets, docs/models.md), the words are spoken by several TTS voices (espeak-ng,
+flite) and each region's score is its mean DTW score against the clips, as for a spoken query.
 
 Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
 decoding cannot be fed to a grapheme encoder). So a clip is compared with each region by
@@ -27,15 +27,18 @@ import torch
 
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, load_ctc
 from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, pad_frontend, read_kws_dims
+from archive_search.embedders.speech_synthesis import QueryVoice, speak_as
 from archive_search.errors import CheckpointError, QueryError
 
 QBE_FEATURES = ("whisper", "conformer", "gse", "fbank")
 
 TEXT_SCORINGS = ("parallelkws", "tts")
-"""How a text query is scored: ParallelKWS, or query by example on the words spoken by espeak-ng."""
+"""How a text query is scored: ParallelKWS, or query by example on the words spoken by TTS voices."""
 
-TTS_VOICE, TTS_SPEED = "en-us", 150
-"""espeak-ng voice and words per minute for spoken text queries."""
+TTS_VOICES = (QueryVoice("espeak-ng", "en-us", 150), QueryVoice("flite", "slt"), QueryVoice("flite", "awb"))
+"""The voices that speak a text query with text_scoring="tts": three beat one and two on both real
+development sets, and a fourth added little (docs/models.md). Each clip takes ~1.5 s of the
+30 s whisper input that the regions share."""
 
 TTS_TEXT_WEIGHT = 0.75
 """`text_weight` with text_scoring="tts": the spoken query's DTW score against the JMCL similarity
@@ -68,8 +71,9 @@ class KWSReranker:
     """The same for query by example: whisper-frame DTW alone beat JMCL alone and the 0.5 and
     0.75 mixes on both real development sets (docs/models.md)."""
     text_scoring: str = "parallelkws"
-    """"parallelkws", or "tts": the query's words spoken by espeak-ng, then `score_audio`
-    (use `text_weight=TTS_TEXT_WEIGHT` with it; `load_reranker` does)."""
+    """"parallelkws", or "tts": the query's words spoken by `tts_voices`, then scored as
+    spoken queries (use `text_weight=TTS_TEXT_WEIGHT` with it; `load_reranker` does)."""
+    tts_voices: tuple[QueryVoice, ...] = TTS_VOICES
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
@@ -123,14 +127,12 @@ class KWSReranker:
 
         ParallelKWS reads the words' graphemes (its text encoder is g2p_en's); `phonemes` are
         accepted for the protocol and not used. With text_scoring="tts" the words are spoken
-        by espeak-ng and scored as a spoken query (`score_audio`).
+        by each of `tts_voices` and a region's score is its mean DTW score against the clips.
         """
         if len(regions) == 0:
             return np.zeros(0, dtype=np.float32)
         if self.text_scoring == "tts":
-            from archive_search.embedders.speech_synthesis import speak
-
-            return self.score_audio(regions, speak(words, TTS_VOICE, TTS_SPEED))
+            return self._score_spoken(regions, [speak_as(words, voice) for voice in self.tts_voices])
         states = self.model.g2p_states(words).to(self.device)
         scores = []
         for batch in _batches(regions):
@@ -172,9 +174,15 @@ class KWSReranker:
             return np.zeros(0, dtype=np.float32)
         if len(query) == 0:
             raise QueryError("the query clip holds no audio")
-        # one call: whisper encodes the query and the regions packed into one canonical input
-        query_states, *region_states = self.frame_states([query, *regions])
-        return np.array([subsequence_dtw_similarity(query_states, r) for r in region_states], dtype=np.float32)
+        return self._score_spoken(regions, [query])
+
+    def _score_spoken(self, regions: Sequence[np.ndarray], queries: Sequence[np.ndarray]) -> np.ndarray:
+        """(N,) mean subsequence-DTW score of each region against the query clips."""
+        # one call: whisper encodes the queries and the regions packed into one canonical input
+        states = self.frame_states([*queries, *regions])
+        query_states, region_states = states[: len(queries)], states[len(queries) :]
+        scores = [[subsequence_dtw_similarity(q, r) for r in region_states] for q in query_states]
+        return np.mean(scores, axis=0).astype(np.float32)
 
 
 def standardise(frames: np.ndarray) -> np.ndarray:
@@ -223,7 +231,7 @@ def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str
     A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None);
     its query by example runs on whisper frames. `frontend` and `whisper` replace the speech
     embedding and the whisper encoder (tests pass fakes). text_scoring="tts": text queries are
-    spoken by espeak-ng and scored as spoken queries (`KWSReranker.text_scoring`)."""
+    spoken by TTS voices and scored as spoken queries (`KWSReranker.text_scoring`)."""
     text = {"text_scoring": text_scoring, **({"text_weight": TTS_TEXT_WEIGHT} if text_scoring == "tts" else {})}
     if read_kws_dims(kws_path).uses_conformer:
         if ctc_path is None or not Path(ctc_path).is_file():
@@ -239,8 +247,8 @@ def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str
         reranker = KWSReranker(model, name=name, device=device, frontend=frontend, whisper=whisper, **text)
         # The name keys the score calibration, and spoken-query scores depend on the QbE frames.
         reranker.name += f"+qbe-{reranker.qbe_features}"
-    if text_scoring == "tts":
-        reranker.name += "+text-tts"
+    if text_scoring == "tts":  # the voices change the scores, so they key the calibration too
+        reranker.name += "+text-tts-" + "-".join(voice.name for voice in reranker.tts_voices)
     return reranker
 
 

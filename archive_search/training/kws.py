@@ -547,7 +547,8 @@ def evaluate_fsdd(reranker, folder: str | Path, per_digit: int = 30, seed: int =
     text = clip_kws(clips, [names.get(label, label) for label in labels], RerankerScorer(reranker))
     # query by example: per digit, two random clips as queries against all other clips
     qbe = {}
-    for features in ("conformer" if reranker.model.dims.uses_conformer else "gse", "fbank"):
+    own = "conformer" if reranker.model.dims.uses_conformer else reranker.qbe_features
+    for features in dict.fromkeys((own, "gse" if own == "whisper" else own, "fbank")):
         scorer = dataclasses.replace(reranker, qbe_features=features)
         rng = np.random.default_rng(seed)  # the same queries for both feature kinds
         truth, scores = [], []

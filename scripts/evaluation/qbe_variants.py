@@ -84,3 +84,53 @@ def _tts_text(weight: float):
 whisper_each_100 = lambda: _shipped("whisper", 1.0, {"regions_padded": False})
 whisper_raw_100 = lambda: _shipped("whisper", 1.0, {"standardise": False})
 whisper_unpadded_100 = lambda: _shipped("whisper", 1.0, {"regions_padded": False, "query_padded": False})
+
+
+@dataclass
+class MultiVoiceText(KWSReranker):
+    """Text queries spoken by several TTS voices; each region's DTW scores against the clips are
+    pooled ("mean" or "max")."""
+
+    voices: tuple = ()
+    pool: str = "mean"
+
+    def score_text(self, regions, phonemes, words):
+        from archive_search.audio import trim_silence
+        from archive_search.data.tts import synthesize
+
+        clips = [trim_silence(synthesize(words, voice).samples, top_db=40) for voice in self.voices]
+        states = self.frame_states([*clips, *regions])
+        queries, region_states = states[: len(clips)], states[len(clips) :]
+        scores = np.array([[subsequence_dtw_similarity(q, r) for r in region_states] for q in queries])
+        return (scores.mean(0) if self.pool == "mean" else scores.max(0)).astype(np.float32)
+
+
+def _voices(*names):
+    from archive_search.data.tts import Voice
+
+    table = {
+        "espeak": Voice("espeak", "en-us", rate=150 / 175),
+        "slt": Voice("flite", "slt"),
+        "awb": Voice("flite", "awb"),
+        "kal16": Voice("flite", "kal16"),
+        "hts": Voice("festival", "cmu_us_slt_arctic_hts"),
+        "gb": Voice("espeak", "en", variant="f3", rate=150 / 175),
+    }
+    return tuple(table[n] for n in names)
+
+
+def _multi_voice(names, pool="mean", weight=0.75):
+    models = load_models()
+    shipped = models.reranker
+    models.reranker = MultiVoiceText(shipped.model, name=f"{shipped.name}~variant", text_scoring="tts", text_weight=weight,
+                                     voices=_voices(*names), pool=pool)  # fmt: skip
+    return models
+
+
+tts_voices_espeak = lambda: _multi_voice(["espeak"])
+tts_voices_slt = lambda: _multi_voice(["slt"])
+tts_voices_espeak_slt = lambda: _multi_voice(["espeak", "slt"])
+tts_voices_espeak_slt_awb = lambda: _multi_voice(["espeak", "slt", "awb"])
+tts_voices_espeak_slt_awb_max = lambda: _multi_voice(["espeak", "slt", "awb"], pool="max")
+tts_voices_four = lambda: _multi_voice(["espeak", "slt", "awb", "gb"])
+tts_voices_hts = lambda: _multi_voice(["espeak", "slt", "hts"])

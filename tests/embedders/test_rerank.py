@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -164,20 +166,27 @@ def test_whisper_query_by_example_standardises_each_clip_and_encodes_once():
         KWSReranker(ParallelKWS(KWSDims.tiny(frontend="gse")), qbe_features="mfcc")
 
 
-@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is not installed")
-def test_tts_text_scoring_speaks_the_words_and_scores_them_as_a_spoken_query(tmp_path):
-    from archive_search.embedders.rerank import TTS_SPEED, TTS_TEXT_WEIGHT, TTS_VOICE
-    from archive_search.embedders.speech_synthesis import speak
+@pytest.mark.skipif(not all(map(__import__("shutil").which, ("espeak-ng", "flite"))), reason="espeak-ng or flite is not installed")
+def test_tts_text_scoring_speaks_the_words_in_each_voice_and_scores_them_as_spoken_queries(tmp_path):
+    from archive_search.embedders.rerank import TTS_TEXT_WEIGHT, TTS_VOICES
+    from archive_search.embedders.speech_synthesis import speak_as
     from archive_search.errors import CheckpointError
     from tests.embedders.test_parallelkws import FakeFrontend
 
     model = ParallelKWS(KWSDims.tiny(frontend="gse"))
     path = save_kws(tmp_path / "kws.pt", model, extra={"version": "gse-g1"})
-    reranker = load_reranker(None, path, frontend=FakeFrontend(), whisper=FakeWhisper(), text_scoring="tts")
-    assert reranker.name == "parallelkws-gse-g1+qbe-whisper+text-tts" and reranker.text_weight == TTS_TEXT_WEIGHT
+    fake = FakeWhisper()
+    reranker = load_reranker(None, path, frontend=FakeFrontend(), whisper=fake, text_scoring="tts")
+    assert reranker.name == "parallelkws-gse-g1+qbe-whisper+text-tts-en-us-slt-awb" and reranker.text_weight == TTS_TEXT_WEIGHT
+    assert {voice.engine for voice in TTS_VOICES} == {"espeak-ng", "flite"}
     pad = np.zeros(4000, dtype=np.float32)
-    regions = [np.concatenate([pad, speak(word, TTS_VOICE, TTS_SPEED), pad]) for word in ("garden", "yellow", "flowers")]
+    # each region holds its word in every voice, so each voice's clip finds itself in the right one
+    regions = [np.concatenate([pad, *(np.concatenate([speak_as(word, voice), pad]) for voice in TTS_VOICES)])
+               for word in ("garden", "yellow", "flowers")]  # fmt: skip
     scores = reranker.score_text(regions, [], "yellow")
-    assert scores[1] > max(scores[0], scores[2]) + 0.3
+    assert scores[1] > max(scores[0], scores[2]) + 0.2
+    assert fake.calls == 1  # the clips and the regions share one packed encoding
+    single = dataclasses.replace(reranker, tts_voices=TTS_VOICES[:1]).score_text(regions, [], "yellow")
+    assert not np.allclose(single, scores)
     with pytest.raises(CheckpointError, match="unknown text scoring"):
         load_reranker(None, path, frontend=FakeFrontend(), text_scoring="phonemes")

@@ -21,3 +21,23 @@ def test_speak_without_espeak_names_the_install(monkeypatch):
     monkeypatch.setattr(speech_synthesis.shutil, "which", lambda name: None)
     with pytest.raises(MissingToolError, match="apt-get install espeak-ng"):
         speech_synthesis.speak("cat")
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
+def test_speak_as_flite_gives_16k_speech_and_names_a_missing_voice():
+    from archive_search.data.tts import flite_voices
+
+    samples = speech_synthesis.speak_as("archive", speech_synthesis.QueryVoice("flite", "slt"))
+    assert samples.dtype == np.float32 and 0.2 < len(samples) / 16000 < 2.0 and np.abs(samples).max() > 0.05
+    assert len(speech_synthesis.speak_as("-v", speech_synthesis.QueryVoice("flite", "slt"))) > 1600
+    assert "slt" in flite_voices()
+    # flite itself would fall back to its 8 kHz default voice without a word
+    with pytest.raises(MissingToolError, match="flite has no voice 'nobody'"):
+        speech_synthesis.speak_as("cat", speech_synthesis.QueryVoice("flite", "nobody"))
+
+
+def test_speak_as_rejects_an_unknown_engine():
+    from archive_search.errors import QueryError
+
+    with pytest.raises(QueryError, match="unknown TTS engine 'say'"):
+        speech_synthesis.speak_as("cat", speech_synthesis.QueryVoice("say", "alex"))
