@@ -51,7 +51,7 @@ def _remember(context: click.Context, parameter: click.Parameter, value):
 def models_options(function):
     function = click.option("--text-scoring", type=click.Choice(["parallelkws", "tts"]), default="parallelkws", show_default=True,
                             expose_value=False, callback=_remember,
-                            help="How the reranker scores text queries: ParallelKWS, or the words spoken by espeak-ng "
+                            help="How the reranker scores text queries: ParallelKWS, or the words spoken by TTS voices "
                                  "and scored as a spoken query.")(function)  # fmt: skip
     function = click.option("--bundle", "factory", default=None, hidden=True, help="module:function returning a ModelBundle.")(function)
     return click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

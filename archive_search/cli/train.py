@@ -237,7 +237,7 @@ def jmcl_eval(checkpoint, manifests, splits, train_manifests, train_splits, max_
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--text-scoring", type=click.Choice(["parallelkws", "tts"]), default="parallelkws", show_default=True,
-              help="Score text by ParallelKWS, or speak it with espeak-ng and score it as a spoken query.")
+              help="Score text by ParallelKWS, or speak it with TTS voices (espeak-ng, flite) and score it as a spoken query.")
 def kws_eval(ctc_checkpoint, kws_checkpoint, manifests, splits, fsdd, trials, seed, threads, text_scoring):
     """EER/AUC of a trained reranker: LibriPhrase-style (easy/hard), fsdd digits (text and by example). Prints JSON."""
     import torch

@@ -40,7 +40,7 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped
     ones); a kws.pt on the "gse" front-end needs no ctc.pt. device: torch device name; default
     CUDA when available, else CPU. text_scoring: "parallelkws", or "tts" (text queries spoken
-    by espeak-ng and reranked as spoken queries: slower, better on the development sets; see
+    by TTS voices and reranked as spoken queries: slower, better on the development sets; see
     `embedders.rerank`). The bundle's name is the JMCL model's, since the index stores only
     JMCL audio vectors.
     """
