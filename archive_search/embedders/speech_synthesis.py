@@ -31,9 +31,6 @@ class QueryVoice:
     name: str
     words_per_minute: int = 165
 
-    def __str__(self) -> str:
-        return f"{self.engine}:{self.name}"
-
 
 def speak(text: str, voice: str = "en-us", speed: int = 165) -> np.ndarray:
     """Synthesize `text` with the espeak-ng program -> 16 kHz mono float32, silence trimmed.

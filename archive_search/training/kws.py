@@ -550,7 +550,7 @@ def evaluate_fsdd(reranker, folder: str | Path, per_digit: int = 30, seed: int =
     own = "conformer" if reranker.model.dims.uses_conformer else reranker.qbe_features
     for features in dict.fromkeys((own, "gse" if own == "whisper" else own, "fbank")):
         scorer = dataclasses.replace(reranker, qbe_features=features)
-        rng = np.random.default_rng(seed)  # the same queries for both feature kinds
+        rng = np.random.default_rng(seed)  # the same queries for every feature kind
         truth, scores = [], []
         for label in sorted(set(labels)):
             indices = [i for i, l in enumerate(labels) if l == label]

@@ -6,7 +6,8 @@ reranker's query-by-example scoring changed; text queries are unchanged.
 
 Names: <frames>_<how>_<weight %>, weight = how much the DTW score counts against the JMCL
 similarity (the engine's `audio_weight`). `whisper_joint` is what the engine ships;
-`tts_text_<weight %>` and `parallelkws_text` vary text queries instead. Every variant ranks by
+`tts_text_<weight %>` and `parallelkws_text` vary text queries instead, and
+`tts_voices_<voices>` the TTS voices that speak them (session 7; the synthesizers of `data.tts`). Every variant ranks by
 its raw score: its reranker name matches no `calibration.json` entry, since a calibration
 fitted for another scorer can saturate (scores round to ties) and distort MAP.
 """
