@@ -135,3 +135,32 @@ tts_voices_espeak_slt_awb = lambda: _multi_voice(["espeak", "slt", "awb"])
 tts_voices_espeak_slt_awb_max = lambda: _multi_voice(["espeak", "slt", "awb"], pool="max")
 tts_voices_four = lambda: _multi_voice(["espeak", "slt", "awb", "gb"])
 tts_voices_hts = lambda: _multi_voice(["espeak", "slt", "hts"])
+
+
+@dataclass
+class SpokenAndParallelKWS(KWSReranker):
+    """`--tts` scoring mixed with the ParallelKWS probability: (1 - mix) x DTW + mix x probability
+    (the mean of the two beat both on LibriPhrase-style dev trials, docs/models.md)."""
+
+    mix: float = 0.5
+
+    def score_text(self, regions, phonemes, words):
+        spoken = super().score_text(regions, phonemes, words)
+        self.text_scoring = "parallelkws"
+        try:
+            probability = super().score_text(regions, phonemes, words)
+        finally:
+            self.text_scoring = "tts"
+        return ((1 - self.mix) * spoken + self.mix * probability).astype(np.float32)
+
+
+def _spoken_and_parallelkws(mix: float):
+    models = load_models(text_scoring="tts")
+    shipped = models.reranker
+    models.reranker = SpokenAndParallelKWS(shipped.model, name=f"{shipped.name}~variant", text_scoring="tts",
+                                           text_weight=shipped.text_weight, mix=mix)  # fmt: skip
+    return models
+
+
+tts_voices_with_parallelkws_25 = lambda: _spoken_and_parallelkws(0.25)
+tts_voices_with_parallelkws_50 = lambda: _spoken_and_parallelkws(0.5)
