@@ -199,17 +199,22 @@ def subsequence_dtw_similarity(query: np.ndarray, region: np.ndarray) -> float:
     """Mean cosine similarity along the best subsequence alignment of `query` (Q, D) inside
     `region` (R, D), both unit-normalised; clipped to [0, 1]. A region shorter than the query
     is aligned whole the other way round."""
-    import librosa
-
     if len(region) == 0 or len(query) == 0:
         return 0.0
+    return float(np.clip(subsequence_dtw_path(query, region).mean(), 0.0, 1.0))
+
+
+def subsequence_dtw_path(query: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Cosine similarity at each step of the best subsequence alignment (as in
+    `subsequence_dtw_similarity`; both non-empty), in path order from the start."""
+    import librosa
+
     if len(region) < len(query):
         query, region = region, query
     cost = np.clip(1.0 - query @ region.T, 0.0, 2.0)  # (Q, R) cosine distances
     # subseq: free start and end in the region; the path backtracks from the cheapest end.
     _, path = librosa.sequence.dtw(C=cost, subseq=True, backtrack=True)
-    mean_cost = float(cost[path[:, 0], path[:, 1]].mean())
-    return float(np.clip(1.0 - mean_cost, 0.0, 1.0))
+    return 1.0 - cost[path[::-1, 0], path[::-1, 1]]
 
 
 def _batches(clips: Sequence[np.ndarray]):

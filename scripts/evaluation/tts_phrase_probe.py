@@ -11,25 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-import librosa
 import numpy as np
 import torch
 
 from archive_search.embedders.registry import CHECKPOINT_DIR, KWS_FILE
-from archive_search.embedders.rerank import TTS_VOICES, load_reranker
+from archive_search.embedders.rerank import TTS_VOICES, load_reranker, subsequence_dtw_path
 from archive_search.embedders.speech_synthesis import speak_as
 from archive_search.evaluation.kws import BinaryResult
 from archive_search.training.ctc import load_aligned, load_manifests
 from archive_search.training.kws import phrase_trials
-
-
-def path_similarities(query: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each step on the best subsequence-DTW path (as the engine aligns)."""
-    if len(region) < len(query):
-        query, region = region, query
-    cost = np.clip(1.0 - query @ region.T, 0.0, 2.0)
-    _, path = librosa.sequence.dtw(C=cost, subseq=True, backtrack=True)
-    return 1.0 - cost[path[::-1, 0], path[::-1, 1]]
 
 
 def moving_minimum(values: np.ndarray, width: int) -> float:
@@ -60,7 +50,7 @@ def main() -> None:
         clips = [speak_as(text, voice) for voice in TTS_VOICES]
         states = reranker.frame_states([*clips, *regions])
         for k, index in enumerate(indices):
-            paths[index] = [path_similarities(q, states[len(clips) + k]) for q in states[: len(clips)]]
+            paths[index] = [subsequence_dtw_path(q, states[len(clips) + k]) for q in states[: len(clips)]]
 
     labels = np.array([t.label for t in trials])
     subsets = np.array([t.subset for t in trials])
