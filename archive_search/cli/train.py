@@ -26,6 +26,8 @@ def common_options(function):
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt and OUT/train_state.pt."),
         click.option("--save-every", type=int, default=200, show_default=True, help="Checkpoint every N steps."),
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."),
+        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Data-loader processes drawing batches (0: in the training process); use several on a GPU."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -71,7 +73,7 @@ def main() -> None:
               help="Share of instances given the data helper's random augmentation chain.")
 @common_options
 def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob, augment_prob,
-         out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
+         out_dir, steps, seed, device, resume, save_every, threads, workers, as_json):  # fmt: skip
     """JMCL audio and text encoders (CLAP + DWD loss, N words x M instances per batch)."""
     from archive_search.training.jmcl import JMCLTrainConfig, WordBank, load_manifests, train_jmcl
 
@@ -80,6 +82,7 @@ def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob
     config = JMCLTrainConfig(
         config=config_name, steps=steps, batch_words=batch_words, instances=instances, lr=lr,
         window_prob=window_prob, augment_prob=augment_prob, seed=seed, save_every=save_every, device=device,
+        workers=workers,
     )  # fmt: skip
 
     def work():
@@ -111,12 +114,13 @@ def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob
 @click.option("--augment-prob", type=float, default=0.5, show_default=True)
 @common_options
 def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segment, lr, augment_prob,
-        out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
+        out_dir, steps, seed, device, resume, save_every, threads, workers, as_json):  # fmt: skip
     """Phoneme-CTC conformer (the speech embedder of ParallelKWS)."""
     from archive_search.training.ctc import CTCTrainConfig, train_ctc
 
     config = CTCTrainConfig(config=config_name, steps=steps, batch_seconds=batch_seconds, max_segment_s=max_segment,
-                            lr=lr, augment_prob=augment_prob, seed=seed, save_every=save_every, device=device)  # fmt: skip
+                            lr=lr, augment_prob=augment_prob, seed=seed, save_every=save_every, device=device,
+                            workers=workers)  # fmt: skip
 
     def progress(step, values):
         if not as_json and (step % 10 == 0 or step == 1):
@@ -149,7 +153,7 @@ def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segm
 @click.option("--augment-prob", type=float, default=0.3, show_default=True)
 @common_options
 def kws(config_name, ctc_checkpoint, frontend, feature_cache, manifests, splits, valid_manifests, attention, pda_weight,
-        tight_regions, batch_regions, lr, augment_prob, out_dir, steps, seed, device, resume, save_every, threads, as_json):  # fmt: skip
+        tight_regions, batch_regions, lr, augment_prob, out_dir, steps, seed, device, resume, save_every, threads, workers, as_json):  # fmt: skip
     """ParallelKWS reranker on regions of continuous speech (front-end frozen)."""
     from archive_search.training.kws import KWSTrainConfig, train_kws
 
@@ -157,7 +161,7 @@ def kws(config_name, ctc_checkpoint, frontend, feature_cache, manifests, splits,
         raise click.BadParameter("the conformer front-end needs the CTC checkpoint", param_hint="--ctc")
     config = KWSTrainConfig(config=config_name, frontend=frontend, attention=attention, pda_weight=pda_weight, steps=steps,
                             tight_regions=tight_regions, batch_regions=batch_regions, lr=lr, augment_prob=augment_prob, seed=seed,
-                            save_every=save_every, device=device)  # fmt: skip
+                            save_every=save_every, device=device, workers=workers)  # fmt: skip
 
     def progress(step, values):
         if not as_json and (step % 10 == 0 or step == 1):

@@ -221,13 +221,17 @@ class JMCL(nn.Module):
         return self.log_temperature.clamp(max=math.log(100.0)).exp()
 
     def embed_audio_batch(
-        self, clips: Sequence[torch.Tensor], spans: Sequence[tuple[float, float]] | None = None
+        self,
+        clips: Sequence[torch.Tensor],
+        spans: Sequence[tuple[float, float]] | None = None,
+        features: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Differentiable batch embedding (training): each clip (S_i,) with an optional span in
         seconds inside it. Features are computed over the whole clip and then sliced to the span,
-        exactly as `JMCLAudioEmbedder.embed_spans` does at indexing time. Returns (B, D)."""
+        exactly as `JMCLAudioEmbedder.embed_spans` does at indexing time; `features` passes
+        `input_features(clips)` computed beforehand (by a data-loader worker). Returns (B, D)."""
         device = self.log_temperature.device
-        mels = self.input_features(clips)
+        mels = list(features) if features is not None else self.input_features(clips)
         mel_lengths = torch.tensor([len(m) for m in mels], device=device)
         frames = self.audio.frames(pad_sequence(mels, batch_first=True).to(device), mel_lengths)
         n_frames = [self._n_frames(len(m)) for m in mels]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
 from archive_search.embedders.checkpoint import atomic_torch_save
+
+BatchT = TypeVar("BatchT")
 
 STATE_FILE = "train_state.pt"
 LAST_CHECKPOINT = "last.pt"
@@ -53,6 +55,48 @@ def onecycle(
         optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos",
         last_epoch=start_step - 1 if start_step > 0 else -1,
     )  # fmt: skip
+
+
+class _BatchSource(torch.utils.data.IterableDataset):
+    """Endless batches from `make(rng)`, one generator per loader worker."""
+
+    def __init__(self, make: Callable[[np.random.Generator], Any], seed: int, start_step: int):
+        self.make, self.seed, self.start_step = make, seed, start_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, self.start_step, info.id if info is not None else 0])
+        while True:
+            yield self.make(rng)
+
+
+def _unchanged(batch):
+    return batch
+
+
+def batch_stream(
+    make: Callable[[np.random.Generator], BatchT],
+    rng: np.random.Generator,
+    workers: int = 0,
+    seed: int = 0,
+    start_step: int = 0,
+) -> Iterator[BatchT]:
+    """Endless training batches from `make(rng)`.
+
+    `workers` 0 draws them in this process from `rng` (the CPU default; a resumed run continues
+    the saved generator). With `workers` > 0 they come from forked processes, each with its own
+    generator seeded by (seed, start_step, worker), in a fixed round-robin order, so a run is
+    reproducible for a given worker count; this keeps a GPU fed. `make` must not touch the GPU
+    (forked children cannot use CUDA).
+    """
+    if workers <= 0:
+        while True:
+            yield make(rng)
+    loader = torch.utils.data.DataLoader(
+        _BatchSource(make, seed, start_step), batch_size=None, num_workers=workers, collate_fn=_unchanged,
+        prefetch_factor=4, multiprocessing_context="fork",
+    )  # fmt: skip
+    yield from loader
 
 
 def save_train_state(

@@ -27,6 +27,7 @@ from archive_search.errors import DataError
 from archive_search.training.common import (
     LAST_CHECKPOINT,
     LossLog,
+    batch_stream,
     choose_device,
     load_train_state,
     onecycle,
@@ -54,6 +55,7 @@ class CTCTrainConfig:
     save_every: int = 100
     device: str = "auto"
     max_valid: int = 200
+    workers: int = 0  # data-loader processes (a GPU needs several to stay busy)
 
 
 @dataclass
@@ -205,9 +207,11 @@ def train_ctc(
                 "speakers": sorted({it.speaker for it in items})}  # fmt: skip
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
+    batches = batch_stream(lambda generator: make_batch(items, generator, config, weights), rng, config.workers,
+                           config.seed, step)  # fmt: skip
     started, loss_value, smoothed = time.time(), float("nan"), None
     while step < config.steps:
-        feats, lengths, ids, id_lengths = make_batch(items, rng, config, weights)
+        feats, lengths, ids, id_lengths = next(batches)
         loss = model.loss(feats.to(device), lengths.to(device), ids.to(device), id_lengths.to(device))
         optimizer.zero_grad()
         loss.backward()

@@ -39,6 +39,7 @@ from archive_search.errors import DataError
 from archive_search.training.common import (
     LAST_CHECKPOINT,
     LossLog,
+    batch_stream,
     choose_device,
     load_train_state,
     onecycle,
@@ -82,6 +83,7 @@ class JMCLTrainConfig:
     save_every: int = 200
     log_every: int = 10
     device: str | None = None
+    workers: int = 0  # data-loader processes (a GPU needs several to stay busy)
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ class Batch:
     phonemes: list[tuple[str, ...]]
     n_words: int
     n_instances: int
+    features: list[torch.Tensor] | None = None  # model.input_features(clips), when drawn ahead
 
 
 def sample_batch(
@@ -266,7 +269,7 @@ def batch_loss(model: JMCL, batch: Batch, alpha_at: float = ALPHA_AT, alpha_aa: 
     """Embed a Batch and compute the eq. 14 loss."""
     full = [(0.0, math.inf) if span is None else span for span in batch.spans]
     clips = [torch.from_numpy(c) for c in batch.clips]
-    audio = model.embed_audio_batch(clips, full).view(batch.n_words, batch.n_instances, -1)
+    audio = model.embed_audio_batch(clips, full, batch.features).view(batch.n_words, batch.n_instances, -1)
     text = model.embed_phoneme_batch(batch.phonemes)
     return jmcl_loss(audio, text, model.logit_scale(), alpha_at, alpha_aa)
 
@@ -346,12 +349,18 @@ def train_jmcl(
         save_jmcl(checkpoint, model, extra=extra)
         save_train_state(out_dir, step, optimizer, rng)
 
-    end = min(config.steps, stop_at) if stop_at is not None else config.steps
-    while step < end:
+    def draw(generator: np.random.Generator) -> Batch:
         batch = sample_batch(
-            bank, config.batch_words, config.instances, rng, config.window_prob, config.clip_prob,
+            bank, config.batch_words, config.instances, generator, config.window_prob, config.clip_prob,
             augment, config.augment_prob,
         )  # fmt: skip
+        batch.features = model.input_features(batch.clips)
+        return batch
+
+    batches = batch_stream(draw, rng, config.workers, config.seed, step)
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
+    while step < end:
+        batch = next(batches)
         loss = batch_loss(model, batch, config.alpha_at, config.alpha_aa)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()

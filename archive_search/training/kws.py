@@ -52,6 +52,7 @@ from archive_search.errors import DataError
 from archive_search.training.common import (
     LAST_CHECKPOINT,
     LossLog,
+    batch_stream,
     choose_device,
     load_train_state,
     save_train_state,
@@ -85,6 +86,7 @@ class KWSTrainConfig:
     seed: int = 0
     save_every: int = 100
     device: str = "auto"
+    workers: int = 0  # data-loader processes (conformer front-end; a GPU needs several)
 
 
 @dataclass
@@ -262,7 +264,9 @@ class RegionSampler:
         return region, hard, easy
 
 
-def make_batch(sampler: RegionSampler, model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig):
+def make_batch(sampler: RegionSampler, rng: np.random.Generator, config: KWSTrainConfig, n_mels: int):
+    """Regions with their texts: fbank (B, T, n_mels), lengths (B,), texts, labels (B,). The G2P
+    states of the texts are left to the caller (the model's encoder may sit on the GPU)."""
     clips, texts, labels = [], [], []
     for _ in range(config.batch_regions):
         region, hard, easy = sampler.draw(rng, tight=config.tight_regions)
@@ -274,9 +278,8 @@ def make_batch(sampler: RegionSampler, model: ParallelKWS, rng: np.random.Genera
                 clips.append(samples)
                 texts.append(tuple(text))
                 labels.append(label)
-    feats, lengths = fbank_batch(clips, model.dims.speech_dims.n_mels)
-    g2p, text_lengths = model.text_batch(texts)
-    return feats, lengths, g2p, text_lengths, torch.tensor(labels)
+    feats, lengths = fbank_batch(clips, n_mels)
+    return feats, lengths, texts, torch.tensor(labels)
 
 
 # --------------------------------------------------------------------------- gse front-end features
@@ -488,6 +491,10 @@ def train_kws(
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2))
     generator = torch.Generator().manual_seed(config.seed + step)
 
+    if not gse:
+        n_mels = model.dims.speech_dims.n_mels
+        batches = batch_stream(lambda generator: make_batch(sampler, generator, config, n_mels), rng, config.workers,
+                               config.seed, step)  # fmt: skip
     started, loss_value, smoothed = time.time(), float("nan"), None
     while step < config.steps:
         if gse:
@@ -498,7 +505,8 @@ def train_kws(
                            mel.to(device), mel_lengths.to(device), audio_index.to(device))  # fmt: skip
             terms = model.loss(output, labels.to(device), generator, positions=positions.to(device))
         else:
-            feats, lengths, g2p, text_lengths, labels = make_batch(sampler, model, rng, config)
+            feats, lengths, texts, labels = next(batches)
+            g2p, text_lengths = model.text_batch(texts)
             output = model(feats.to(device), lengths.to(device), g2p.to(device), text_lengths.to(device))
             terms = model.loss(output, labels.to(device), generator)
         optimizer.zero_grad()

@@ -142,6 +142,16 @@ def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
     assert 0 <= scores[0] <= 1
 
 
+def test_ctc_and_kws_train_with_loader_workers(manifest, tmp_path):
+    config = CTCTrainConfig(config="tiny", steps=2, batch_seconds=4.0, max_segment_s=2.0, augment_prob=0.5, device="cpu",
+                            workers=2)  # fmt: skip
+    ctc = train_ctc(config, [manifest], tmp_path / "ctc")
+    assert ctc.steps == 2 and np.isfinite(ctc.final_loss)
+    kws_config = KWSTrainConfig(config="tiny", steps=2, batch_regions=3, device="cpu", augment_prob=0.5, workers=2)
+    kws = train_kws(kws_config, ctc.checkpoint, [manifest], tmp_path / "kws")
+    assert kws.steps == 2 and np.isfinite(kws.final_loss)
+
+
 def test_gse_kws_training_on_cached_features_reduces_loss_and_resumes(manifest, tmp_path):
     from archive_search.training.kws import build_feature_cache, slice_region
     from tests.embedders.test_parallelkws import FakeFrontend

@@ -127,6 +127,17 @@ def test_resumed_run_matches_an_uninterrupted_one(corpus, tmp_path):
         torch.testing.assert_close(c.state_dict()[key], tensor, atol=1e-5, rtol=1e-4)
 
 
+def test_training_with_loader_workers_is_reproducible(corpus, tmp_path):
+    base = dict(config="tiny", steps=3, batch_words=3, instances=2, save_every=3, log_every=1, augment_prob=0.0,
+                device="cpu", workers=2)  # fmt: skip
+    runs = [train_jmcl(JMCLTrainConfig(**base), [corpus], tmp_path / name) for name in ("a", "b")]
+    assert [run.steps for run in runs] == [3, 3] and np.isfinite(runs[0].final_loss)
+    a, _ = read_jmcl(runs[0].checkpoint)
+    b, _ = read_jmcl(runs[1].checkpoint)
+    for key, tensor in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], tensor)
+
+
 def test_cli_trains_and_prints_json(corpus, tmp_path):
     result = CliRunner().invoke(
         main, ["jmcl", "--config", "tiny", "--data", str(corpus), "--out", str(tmp_path / "cli"), "--steps", "2",
