@@ -29,6 +29,7 @@ from archive_search.training.common import (
     LossLog,
     batch_stream,
     choose_device,
+    decode_all,
     load_train_state,
     onecycle,
     save_train_state,
@@ -100,13 +101,14 @@ def load_manifests(paths: Sequence[str | Path], splits: Sequence[str] | None = (
 
 def load_aligned(utterances: Sequence[tuple[Utterance, Path]]) -> list[AlignedAudio]:
     """Decode every utterance that has word and phone alignments into memory."""
-    result = []
+    usable = []
     for utterance, root in utterances:
         words = [w for w in utterance.words if w.label.lower() not in SKIP_WORDS]
-        if not words or not utterance.phones:
-            continue
-        samples = load_audio(utterance.audio_path(root))
-        result.append(AlignedAudio(utterance.id, samples, words, list(utterance.phones), utterance.speaker))
+        if words and utterance.phones:
+            usable.append((utterance, root, words))
+    audio = decode_all([utterance.audio_path(root) for utterance, root, _ in usable], load_audio)
+    result = [AlignedAudio(utterance.id, samples, words, list(utterance.phones), utterance.speaker)
+              for (utterance, _, words), samples in zip(usable, audio)]  # fmt: skip
     if not result:
         raise DataError("no utterance has word and phone alignments")
     return result

@@ -41,6 +41,7 @@ from archive_search.training.common import (
     LossLog,
     batch_stream,
     choose_device,
+    decode_all,
     load_train_state,
     onecycle,
     save_train_state,
@@ -123,11 +124,13 @@ class WordBank:
         """Build from (utterance, manifest folder) pairs; keeps classes with >= `min_instances`."""
         bank = cls()
         by_key: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        usable = []
         for utterance, root in utterances:
             words = [w for w in utterance.words if w.label.strip().lower() not in IGNORED_WORDS]
-            if not words:
-                continue
-            samples = load(utterance.audio_path(root))
+            if words:
+                usable.append((utterance.audio_path(root), words))
+        decoded = decode_all([path for path, _ in usable], load)
+        for (_, words), samples in zip(usable, decoded):
             bank.audio.append(np.clip(samples * 32767.0, -32768, 32767).astype(np.int16))
             index = len(bank.audio) - 1
             for first in range(len(words)):
