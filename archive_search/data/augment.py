@@ -148,7 +148,19 @@ def babble(
 
 @functools.lru_cache(maxsize=1)
 def babble_pool(count: int = 12) -> tuple[np.ndarray, ...]:
-    """Sentences spoken by assorted training voices, synthesized once per process (espeak-ng)."""
+    """Sentences spoken by assorted training voices, synthesized once (espeak-ng) and cached on
+    disk beside the room responses, so a machine without espeak-ng can train from the cache."""
+    path = _rir_cache_dir() / f"babble-{count}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return tuple(data[f"clip{k}"] for k in range(count))
+    clips = _synthesize_babble(count)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{f"clip{k}": clip for k, clip in enumerate(clips)})
+    return clips
+
+
+def _synthesize_babble(count: int) -> tuple[np.ndarray, ...]:
     from archive_search.audio import resample
     from archive_search.data.tts import Voice, _espeak
 

@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--budget", type=float, default=470.0, help="Seconds for everything, exports included.")
     parser.add_argument("--config", default="paper", help="tiny: a quick dry run of this script on a CPU.")
+    parser.add_argument("--jobs", default="jmcl,kws", help="Which jobs: jmcl, kws (CTC then ParallelKWS), or both.")
     args = parser.parse_args()
     global CONFIG
     CONFIG = args.config
@@ -117,7 +118,8 @@ def main() -> None:
         job.run(kws_command(WORK / "cal-kws", WORK / "cal-ctc" / "last.pt", CALIBRATION_STEPS, CALIBRATION_DATA), deadline)
         calibration["kws"] = seconds_per_step(WORK / "cal-kws" / "loss.csv")
 
-    threads = [threading.Thread(target=calibrate_jmcl), threading.Thread(target=calibrate_kws)]
+    jobs = args.jobs.split(",")
+    threads = [threading.Thread(target=target) for name, target in (("jmcl", calibrate_jmcl), ("kws", calibrate_kws)) if name in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -125,15 +127,17 @@ def main() -> None:
     left = deadline - time.time()
     print(f"calibration {calibration}, {left:.0f} s left", flush=True)
     # Loading the full data costs time too: ~60 s for JMCL's bank, ~40 s for each KWS-side load.
-    jmcl_steps = int(0.9 * (left - 60) / calibration["jmcl"]) // 10 * 10
+    jmcl_steps = int(0.9 * (left - 30) / calibration.get("jmcl", GUESS_S_PER_STEP)) // 10 * 10
     kws_side = 0.9 * (left - 80)
-    ctc_steps = int(0.4 * kws_side / calibration["ctc"]) // 10 * 10
-    kws_steps = int(0.6 * kws_side / calibration["kws"]) // 10 * 10
+    ctc_steps = int(0.4 * kws_side / calibration.get("ctc", GUESS_S_PER_STEP)) // 10 * 10
+    kws_steps = int(0.6 * kws_side / calibration.get("kws", GUESS_S_PER_STEP)) // 10 * 10
     commands = {
         "jmcl": jmcl_command(WORK / "jmcl-paper", jmcl_steps, JMCL_DATA),
         "ctc": ctc_command(WORK / "ctc-paper", ctc_steps, CTC_DATA),
         "kws": kws_command(WORK / "kws-paper", WORK / "ctc-paper" / "last.pt", kws_steps, JMCL_DATA),
     }
+    if "kws" not in jobs:
+        del commands["ctc"], commands["kws"]
     (args.out / "commands.txt").write_text("\n".join(" ".join(c) for c in commands.values()) + "\n")
     print(f"steps: jmcl {jmcl_steps}, ctc {ctc_steps}, kws {kws_steps}", flush=True)
 
@@ -147,7 +151,7 @@ def main() -> None:
         results["ctc"] = job.run(commands["ctc"], deadline)
         results["kws"] = job.run(commands["kws"], deadline)
 
-    threads = [threading.Thread(target=run_jmcl), threading.Thread(target=run_kws)]
+    threads = [threading.Thread(target=target) for name, target in (("jmcl", run_jmcl), ("kws", run_kws)) if name in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:
