@@ -106,6 +106,22 @@ def test_rirs_are_cached_and_start_at_the_direct_path(tmp_path, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(rirs, augment.simulated_rirs(count=3, seed=11)))
 
 
+def test_babble_voices_are_cached_and_read_back_without_espeak(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_SEARCH_CACHE", str(tmp_path))
+    augment.babble_pool.cache_clear()
+    clips = augment.babble_pool(count=2)
+    assert len(clips) == 2 and all(len(c) > SAMPLE_RATE for c in clips)
+    assert list(tmp_path.glob("babble-2.npz"))
+
+    def no_synthesis(count):
+        raise AssertionError("the cached voices should be read, not synthesized")
+
+    monkeypatch.setattr(augment, "_synthesize_babble", no_synthesis)
+    augment.babble_pool.cache_clear()
+    assert all(np.array_equal(a, b) for a, b in zip(clips, augment.babble_pool(count=2)))
+    augment.babble_pool.cache_clear()
+
+
 def test_random_chain_records_its_steps():
     x = _speechlike()
     rng = np.random.default_rng(5)
