@@ -1,8 +1,10 @@
 """Train the `paper` configs on a lent GPU machine in one call (docs/models.md, "The `paper`
 configs on a GPU"). Runs from the repository root there, with the packed training audio in
-.devdata/ (scripts/training/pack_for_device.py) and the wheels the machine lacks in .whl/:
+.devdata/ (scripts/training/pack_for_device.py, manifests gzipped), and in .whl/ the wheels the
+machine lacks, the `distance` package (no wheel) and the augmentation caches (.whl/cache:
+rirs-24-0.npz, babble-12.npz); the model card lists the commands that make them. There:
 
-    python3 scripts/training/gpu_paper_run.py OUT --budget 470
+    python3 scripts/training/gpu_paper_run.py OUT --budget 550 [--jobs jmcl|kws|jmcl,kws]
 
 Two jobs share the GPU: JMCL `paper`, and the phoneme-CTC conformer `paper` followed by
 ParallelKWS `paper` on it. A device lease is short, so the step counts are chosen on the
@@ -158,12 +160,14 @@ def main() -> None:
         thread.join()
     print(f"exit codes {results} at {time.time() - started:.0f} s", flush=True)
 
-    exports = [
-        TRAIN + ["jmcl-export", "--checkpoint", str(WORK / "jmcl-paper" / "last.pt"), "--out", str(WORK / "jmcl-paper.pt")],
-        TRAIN + ["kws-export", "--checkpoint", str(WORK / "kws-paper" / "last.pt"), "--out", str(args.out / "kws-paper.pt")],
-    ]  # fmt: skip
-    for command in exports:
-        subprocess.run(command)
+    exports = {
+        "jmcl": TRAIN + ["jmcl-export", "--checkpoint", str(WORK / "jmcl-paper" / "last.pt"), "--out",
+                         str(WORK / "jmcl-paper.pt")],
+        "kws": TRAIN + ["kws-export", "--checkpoint", str(WORK / "kws-paper" / "last.pt"), "--out",
+                        str(args.out / "kws-paper.pt")],
+    }  # fmt: skip
+    for name in jobs:
+        subprocess.run(exports[name])
     if (WORK / "jmcl-paper.pt").is_file():
         # OUT takes files of at most 16 MiB; the float16 paper JMCL (8.4 M parameters) is larger
         payload = (WORK / "jmcl-paper.pt").read_bytes()
