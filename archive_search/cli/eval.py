@@ -255,10 +255,12 @@ def words(manifest, root, vocab, oov, models_dir, factory, max_segments, max_per
 @click.option("--windows", default="0.2,0.3,0.4,0.6", show_default=True, help="Window sizes in seconds.")
 @click.option("--max-queries", default=100, show_default=True)
 @click.option("--rerank/--no-rerank", default=True, show_default=True, help="Also rescore with the reranker.")
+@click.option("--localize", "localize_s", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Text queries: rerank around the best run of windows spanning this many seconds (0: the best single window).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
-def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queries, rerank, seed, as_json) -> None:
+def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queries, rerank, localize_s, seed, as_json) -> None:
     """JMCL Table II: STD and KWS EER with fixed windows over continuous utterances."""
     from archive_search.audio import load_audio
     from archive_search.data.manifest import read_manifest
@@ -273,7 +275,7 @@ def windowed(manifest, root, vocab, oov, models_dir, factory, windows, max_queri
     sizes = [float(w) for w in windows.split(",") if w.strip()]
     results = windowed_detection(utterances, bundle.audio, bundle.text, queries, sizes,
                                  training_vocabulary=load_vocabulary(vocab, oov),
-                                 reranker=bundle.reranker if rerank else None, seed=seed)  # fmt: skip
+                                 reranker=bundle.reranker if rerank else None, seed=seed, localize_s=localize_s)  # fmt: skip
     rows = [[r.task, r.window_s, r.split, r.scoring, r.eer * 100, r.auc, r.n_queries, r.n_positive, r.n_negative] for r in results]
     text = markdown_table(["task", "window s", "split", "scoring", "EER %", "AUC", "queries", "positive", "negative"], rows)
     reranker = bundle.reranker.name if rerank and bundle.reranker is not None else None

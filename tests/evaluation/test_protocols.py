@@ -183,6 +183,35 @@ def test_windowed_detection_table_ii(tmp_path):
     assert abs(only_rerank["rerank"] - only_jmcl["jmcl"]) > 0.05, (only_rerank, only_jmcl)
 
 
+def test_rerank_region_follows_the_best_run_of_windows_when_asked():
+    from archive_search.audio import SAMPLE_RATE
+    from archive_search.evaluation.kws import _rerank
+
+    class RegionRecorder:
+        """Scores 1; records where each region starts (the audio's samples are their own times)."""
+
+        def __init__(self):
+            self.starts = []
+
+        def score_text(self, regions, phonemes, text):
+            self.starts += [float(region[0]) for region in regions]
+            return np.ones(len(regions))
+
+    audio = (np.arange(8 * SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    spans = window_spans(8.0, 0.2, 0.1)
+    column = np.zeros(len(spans))
+    column[5] = 0.9  # a stray best window at 0.5-0.7 s
+    column[50:54] = 0.7  # the word: four windows in a row, 5.0-5.5 s
+    utterances = [WindowedUtterance("u", audio, [])]
+    starts = {}
+    for stretch in (1, 4):
+        recorder = RegionRecorder()
+        _rerank(utterances, [spans], [column[:, None]], ["alpha"], [None], "kws", recorder, np.ones((1, 1), bool), stretch)
+        starts[stretch] = recorder.starts[0]
+    assert starts[1] < 1.0  # centred on 0.6 s, clipped at the start of the audio
+    assert 4.0 < starts[4] < 5.0  # centred on the run at 5.25 s
+
+
 def test_oov_list_splits_like_a_training_vocabulary():
     from archive_search.evaluation.word_discrimination import OOVList
 
