@@ -128,7 +128,7 @@ def main() -> None:
         thread.join()
     left = deadline - time.time()
     print(f"calibration {calibration}, {left:.0f} s left", flush=True)
-    # Loading the full data costs time too: ~60 s for JMCL's bank, ~40 s for each KWS-side load.
+    # Reserves for loading the full data (8 decoding threads): 30 s for JMCL's bank, 40 s per KWS-side load.
     jmcl_steps = int(0.9 * (left - 30) / calibration.get("jmcl", GUESS_S_PER_STEP)) // 10 * 10
     kws_side = 0.9 * (left - 80)
     ctc_steps = int(0.4 * kws_side / calibration.get("ctc", GUESS_S_PER_STEP)) // 10 * 10
