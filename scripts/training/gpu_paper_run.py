@@ -76,20 +76,29 @@ class Job:
     """A chain of commands run one after another in the background, logged to one file."""
 
     def __init__(self, name: str, log: Path):
-        self.name, self.log = name, open(log, "a")
-        self.process: subprocess.Popen | None = None
+        self.name, self.log = name, log
 
     def run(self, command: list[str], deadline: float) -> int:
-        self.log.write(" ".join(command) + "\n")
-        self.log.flush()
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            return self.process.wait(timeout=max(1.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            self.process.wait()
-            self.log.write(f"{self.name}: stopped at the deadline\n")
-            return -1
+        with open(self.log, "a") as log:
+            log.write(" ".join(command) + "\n")
+            log.flush()
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                return process.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.wait()
+                log.write(f"{self.name}: stopped at the deadline\n")
+                return -1
+
+
+def side_by_side(targets: dict, jobs: list[str]) -> None:
+    """Run the chosen jobs' functions at once (one thread each) and wait for all of them."""
+    threads = [threading.Thread(target=target) for name, target in targets.items() if name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def main() -> None:
@@ -121,27 +130,23 @@ def main() -> None:
         calibration["kws"] = seconds_per_step(WORK / "cal-kws" / "loss.csv")
 
     jobs = args.jobs.split(",")
-    threads = [threading.Thread(target=target) for name, target in (("jmcl", calibrate_jmcl), ("kws", calibrate_kws)) if name in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    side_by_side({"jmcl": calibrate_jmcl, "kws": calibrate_kws}, jobs)
     left = deadline - time.time()
     print(f"calibration {calibration}, {left:.0f} s left", flush=True)
     # Reserves for loading the full data (8 decoding threads): 30 s for JMCL's bank, 40 s per KWS-side load.
-    jmcl_steps = int(0.9 * (left - 30) / calibration.get("jmcl", GUESS_S_PER_STEP)) // 10 * 10
+    def steps(seconds: float, job: str) -> int:
+        return max(10, int(seconds / calibration.get(job, GUESS_S_PER_STEP)) // 10 * 10)
+
     kws_side = 0.9 * (left - 80)
-    ctc_steps = int(0.4 * kws_side / calibration.get("ctc", GUESS_S_PER_STEP)) // 10 * 10
-    kws_steps = int(0.6 * kws_side / calibration.get("kws", GUESS_S_PER_STEP)) // 10 * 10
-    commands = {
-        "jmcl": jmcl_command(WORK / "jmcl-paper", jmcl_steps, JMCL_DATA),
-        "ctc": ctc_command(WORK / "ctc-paper", ctc_steps, CTC_DATA),
-        "kws": kws_command(WORK / "kws-paper", WORK / "ctc-paper" / "last.pt", kws_steps, JMCL_DATA),
-    }
-    if "kws" not in jobs:
-        del commands["ctc"], commands["kws"]
+    jmcl_steps, ctc_steps, kws_steps = steps(0.9 * (left - 30), "jmcl"), steps(0.4 * kws_side, "ctc"), steps(0.6 * kws_side, "kws")
+    commands = {}
+    if "jmcl" in jobs:
+        commands["jmcl"] = jmcl_command(WORK / "jmcl-paper", jmcl_steps, JMCL_DATA)
+    if "kws" in jobs:
+        commands["ctc"] = ctc_command(WORK / "ctc-paper", ctc_steps, CTC_DATA)
+        commands["kws"] = kws_command(WORK / "kws-paper", WORK / "ctc-paper" / "last.pt", kws_steps, JMCL_DATA)
     (args.out / "commands.txt").write_text("\n".join(" ".join(c) for c in commands.values()) + "\n")
-    print(f"steps: jmcl {jmcl_steps}, ctc {ctc_steps}, kws {kws_steps}", flush=True)
+    print("steps: " + ", ".join(f"{job} {command[command.index('--steps') + 1]}" for job, command in commands.items()), flush=True)
 
     results = {}
 
@@ -153,11 +158,7 @@ def main() -> None:
         results["ctc"] = job.run(commands["ctc"], deadline)
         results["kws"] = job.run(commands["kws"], deadline)
 
-    threads = [threading.Thread(target=target) for name, target in (("jmcl", run_jmcl), ("kws", run_kws)) if name in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    side_by_side({"jmcl": run_jmcl, "kws": run_kws}, jobs)
     print(f"exit codes {results} at {time.time() - started:.0f} s", flush=True)
 
     exports = {
