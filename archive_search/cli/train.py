@@ -59,7 +59,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_name", type=click.Choice(["fast", "gse", "paper", "tiny"]), default="fast", show_default=True)
+@click.option("--config", "config_name", type=click.Choice(["fast", "gse", "paper", "tiny", "whisper"]), default="fast", show_default=True)
 @click.option("--data", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True),
               help="Training manifest (JSON lines); repeat for several.")
 @click.option("--split", "splits", multiple=True, default=("train",), show_default=True,

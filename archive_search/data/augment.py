@@ -150,7 +150,7 @@ def babble(
 def babble_pool(count: int = 12) -> tuple[np.ndarray, ...]:
     """Sentences spoken by assorted training voices, synthesized once (espeak-ng) and cached on
     disk beside the room responses, so a machine without espeak-ng can train from the cache."""
-    path = _rir_cache_dir() / f"babble-{count}.npz"
+    path = cache_root() / f"babble-{count}.npz"
     if path.is_file():
         with np.load(path) as data:
             return tuple(data[f"clip{k}"] for k in range(count))
@@ -215,7 +215,8 @@ def music(samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, fl
 # ----------------------------------------------------------------------------- reverberation
 
 
-def _rir_cache_dir() -> Path:
+def cache_root() -> Path:
+    """Where derived data is cached between runs: $ARCHIVE_SEARCH_CACHE, else the user cache."""
     from platformdirs import user_cache_dir
 
     return Path(os.environ.get("ARCHIVE_SEARCH_CACHE", user_cache_dir("archive-search")))
@@ -225,7 +226,7 @@ def _rir_cache_dir() -> Path:
 def simulated_rirs(count: int = 24, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Room impulse responses of random shoebox rooms (pyroomacoustics image source method),
     RT60 0.15-0.9 s; made once and cached on disk. Each starts at its direct path."""
-    path = _rir_cache_dir() / f"rirs-{count}-{seed}.npz"
+    path = cache_root() / f"rirs-{count}-{seed}.npz"
     if path.is_file():
         with np.load(path) as data:
             return tuple(data[f"rir{k}"] for k in range(count))

@@ -15,6 +15,10 @@ Configs:
 - ``gse``: the pre-trained path (issue 4): the audio BiLSTM of ``fast`` reads Google's speech
   embedding (frozen, trained on real speech; 96-d every 80 ms, embedders/frontends.py) instead
   of log-mel, computed once over a whole chunk and sliced per window like ``fast``'s frames.
+- ``whisper``: the same, reading whisper tiny.en's encoder states (frozen, 384-d every 20 ms,
+  embedders/whisper_encoder.py), standardised over each encoder input (a chunk, an utterance
+  or a query clip) because they carry a large per-input offset; one stride-2 convolution
+  brings them to ``fast``'s 40 ms frames.
 - ``tiny``: a few thousand weights for tests.
 
 Pooling: the final forward and backward states of the last BiLSTM layer, concatenated (the usual
@@ -38,11 +42,16 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from archive_search.audio import SAMPLE_RATE, FeatureConfig, log_mel
 from archive_search.embedders.checkpoint import build_dims, read_checkpoint, save_checkpoint
 from archive_search.embedders.frontends import GSE_DIM, GSE_FRAME_S
+from archive_search.embedders.whisper_encoder import HOP_S as WHISPER_FRAME_S
+from archive_search.embedders.whisper_encoder import WHISPER_DIM, standardise
 from archive_search.embedders.phonemes import PAD_ID, VOCAB_SIZE, encode, pad_batch
 from archive_search.errors import CheckpointError
 
 CHECKPOINT_KIND = "jmcl"
-AUDIO_FRONTENDS = ("logmel", "gse")
+AUDIO_FRONTENDS = ("logmel", "gse", "whisper")
+PRETRAINED_DIM = {"gse": GSE_DIM, "whisper": WHISPER_DIM}
+PRETRAINED_FRAME_S = {"gse": GSE_FRAME_S, "whisper": WHISPER_FRAME_S}
+"""Seconds between the frames of each pre-trained front-end."""
 MAX_WINDOWS_PER_BATCH = 1024
 """Windows run through the LSTM at once; bounds inference memory on long chunks."""
 
@@ -53,10 +62,11 @@ class JMCLDims:
 
     config: str = "fast"
     audio_frontend: str = "logmel"
-    """What the audio encoder reads: "logmel" (computed here) or "gse" (Google's speech embedding)."""
+    """What the audio encoder reads: "logmel" (computed here), "gse" (Google's speech embedding)
+    or "whisper" (whisper tiny.en's encoder states)."""
     sample_rate: int = SAMPLE_RATE
     n_mels: int = 64
-    """Log-mel bins ("logmel" front-end; unused with "gse")."""
+    """Log-mel bins ("logmel" front-end only)."""
     window_s: float = 0.025
     hop_s: float = 0.010
     frontend_channels: int = 128
@@ -78,13 +88,13 @@ class JMCLDims:
 
     @property
     def feature_dim(self) -> int:
-        """Width of one input frame: log-mel bins, or the speech embedding's 96 dims."""
-        return GSE_DIM if self.audio_frontend == "gse" else self.n_mels
+        """Width of one input frame: log-mel bins, or the pre-trained front-end's dims."""
+        return PRETRAINED_DIM.get(self.audio_frontend, self.n_mels)
 
     @property
     def frame_period_s(self) -> float:
         """Seconds between the frames the audio LSTM reads."""
-        return (GSE_FRAME_S if self.audio_frontend == "gse" else self.hop_s) * self.frontend_stride
+        return PRETRAINED_FRAME_S.get(self.audio_frontend, self.hop_s) * self.frontend_stride
 
 
 CONFIGS: dict[str, JMCLDims] = {
@@ -94,6 +104,7 @@ CONFIGS: dict[str, JMCLDims] = {
     ),
     "fast": JMCLDims(),
     "gse": JMCLDims(config="gse", audio_frontend="gse", frontend_channels=0, frontend_stride=1),
+    "whisper": JMCLDims(config="whisper", audio_frontend="whisper", frontend_stride=2),
     "tiny": JMCLDims(
         config="tiny", n_mels=16, frontend_channels=16, frontend_stride=4, audio_layers=1, audio_hidden=16,
         phone_dim=8, text_layers=1, text_hidden=16, embed_dim=16, dropout=0.0,
@@ -102,7 +113,7 @@ CONFIGS: dict[str, JMCLDims] = {
 
 
 def config_dims(name: str) -> JMCLDims:
-    """The named config's dims ('paper', 'fast' or 'tiny')."""
+    """The named config's dims (a key of CONFIGS)."""
     if name not in CONFIGS:
         raise ValueError(f"unknown JMCL config {name!r}; choose one of {sorted(CONFIGS)}")
     return CONFIGS[name]
@@ -212,9 +223,9 @@ class JMCL(nn.Module):
         self.text = TextEncoder(dims)
         # CLIP's initialisation, log(1/0.07); exp(tau) scales cosine logits.
         self.log_temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        # The frozen speech embedding of the "gse" front-end (onnxruntime; not a torch module,
-        # not in the state_dict), made on first use.
-        self._speech_embedding = None
+        # The frozen pre-trained front-end ("gse": onnxruntime, "whisper": CTranslate2; not a
+        # torch module, not in the state_dict), made on first use.
+        self._pretrained_frontend = None
 
     def logit_scale(self) -> torch.Tensor:
         # Capped at 100 as in CLIP so the logits cannot blow up early in training.
@@ -248,15 +259,28 @@ class JMCL(nn.Module):
 
     def input_features(self, clips: Sequence[torch.Tensor | np.ndarray]) -> list[torch.Tensor]:
         """Clips (S_i,) at 16 kHz -> the audio encoder's input frames, one (F_i, feature_dim)
-        float32 CPU tensor per clip: log-mel, or the frozen speech embedding's frames."""
-        if self.dims.audio_frontend == "gse":
-            if self._speech_embedding is None:
+        float32 CPU tensor per clip: log-mel, or a frozen pre-trained front-end's frames (whisper's
+        standardised over each clip)."""
+        frontend = self.dims.audio_frontend
+        if frontend != "logmel":
+            arrays = [torch.as_tensor(clip).detach().cpu().float().numpy() for clip in clips]
+            if frontend == "gse":
+                return [torch.from_numpy(out.frames) for out in self.pretrained_frontend()(arrays)]
+            return [torch.from_numpy(whisper_features(self.pretrained_frontend().frames(a))) for a in arrays]
+        return [log_mel(torch.as_tensor(clip).cpu(), self.dims.features) for clip in clips]
+
+    def pretrained_frontend(self):
+        """The frozen front-end of a "gse" or "whisper" model, made on first use."""
+        if self._pretrained_frontend is None:
+            if self.dims.audio_frontend == "gse":
                 from archive_search.embedders.frontends import SpeechEmbedding
 
-                self._speech_embedding = SpeechEmbedding(threads=torch.get_num_threads())
-            arrays = [torch.as_tensor(clip).detach().cpu().float().numpy() for clip in clips]
-            return [torch.from_numpy(out.frames) for out in self._speech_embedding(arrays)]
-        return [log_mel(torch.as_tensor(clip).cpu(), self.dims.features) for clip in clips]
+                self._pretrained_frontend = SpeechEmbedding(threads=torch.get_num_threads())
+            else:
+                from archive_search.embedders.whisper_encoder import WhisperEncoder
+
+                self._pretrained_frontend = WhisperEncoder(threads=torch.get_num_threads())
+        return self._pretrained_frontend
 
     def embed_phoneme_batch(self, sequences: Sequence[Sequence[str]]) -> torch.Tensor:
         """Differentiable text embedding: ARPAbet sequences -> (B, D)."""
@@ -266,6 +290,12 @@ class JMCL(nn.Module):
     def _n_frames(self, n_mel_frames: int) -> int:
         stride = self.dims.frontend_stride
         return (n_mel_frames + stride - 1) // stride if len(self.audio.frontend) else n_mel_frames
+
+
+def whisper_features(states: np.ndarray) -> np.ndarray:
+    """whisper encoder states of one input (T, 384) -> the "whisper" front-end's frames:
+    standardised over the input, float32."""
+    return standardise(states).astype(np.float32) if len(states) > 1 else np.zeros_like(states, dtype=np.float32)
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

@@ -28,6 +28,7 @@ import torch
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, load_ctc
 from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, pad_frontend, read_kws_dims
 from archive_search.embedders.speech_synthesis import QueryVoice, speak_as
+from archive_search.embedders.whisper_encoder import standardise
 from archive_search.errors import CheckpointError, QueryError
 
 QBE_FEATURES = ("whisper", "conformer", "gse", "fbank")
@@ -183,11 +184,6 @@ class KWSReranker:
         query_states, region_states = states[: len(queries)], states[len(queries) :]
         scores = [[subsequence_dtw_similarity(q, r) for r in region_states] for q in query_states]
         return np.mean(scores, axis=0).astype(np.float32)
-
-
-def standardise(frames: np.ndarray) -> np.ndarray:
-    """Zero mean and unit variance per dimension over one input's frames (T, D)."""
-    return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
 
 
 def unit_rows(frames: np.ndarray) -> np.ndarray:

@@ -39,6 +39,9 @@ _MEL_PER_CHUNK = 3000
 _FRAME = 320
 """Samples per encoder frame (20 ms at 16 kHz)."""
 
+WHISPER_DIM = 384
+"""Width of tiny.en's encoder states."""
+
 PACK_GAP_S = 0.5
 """Seconds of silence between clips packed into one chunk (`WhisperEncoder.frames_packed`)."""
 
@@ -147,3 +150,11 @@ class WhisperEncoder:
             used += len(clip) + len(silence)
         encode_pack()
         return result
+
+
+def standardise(frames: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance per dimension over one input's frames (T, D).
+
+    whisper's last-layer states carry a large offset shared by every frame of one input: raw,
+    the words of one utterance all look alike (docs/models.md, "Pre-trained front-ends")."""
+    return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)

@@ -29,7 +29,7 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 
 from archive_search.audio import SAMPLE_RATE, FeatureConfig, load_audio, log_mel
-from archive_search.embedders.rerank import standardise
+from archive_search.embedders.whisper_encoder import standardise
 from archive_search.errors import EvaluationError
 from archive_search.evaluation.metrics import average_precision
 from archive_search.evaluation.word_discrimination import WordSegment, word_segments

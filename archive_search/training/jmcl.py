@@ -12,6 +12,7 @@ The text side is always the word's dictionary pronunciation, as a typed query's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from archive_search.data.manifest import NON_WORD_LABELS, Utterance, iter_manife
 from archive_search.embedders.g2p import word_phonemes
 from archive_search.embedders.jmcl import (
     JMCL,
+    PRETRAINED_FRAME_S,
     JMCLAudioEmbedder,
     JMCLTextEmbedder,
     build_model,
@@ -58,6 +60,9 @@ MAX_PHRASE_GAP_S = 0.25
 """Seconds. Words further apart than this do not form a phrase (a pause separates them)."""
 CONTEXT_S = 0.4
 """Seconds of surrounding audio the front-end sees around a window or segment."""
+WHOLE_INPUT_FRONTENDS = ("whisper",)
+"""Front-ends whose frames depend on the whole input (whisper attends over all of it): a window
+or segment is trained on frames of its whole utterance, as the indexer slices a whole chunk's."""
 
 
 @dataclass
@@ -110,6 +115,9 @@ class WordBank:
     instances: list[Instance] = field(default_factory=list)
     classes: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
     words: set[str] = field(default_factory=set)
+    frames: list[list[np.ndarray]] | None = None
+    """Per utterance, its pre-trained front-end frames over the whole utterance, float16: copy 0
+    clean, copy 1 augmented (`attach_frontend_frames`); None for log-mel models."""
 
     @classmethod
     def from_utterances(
@@ -199,7 +207,16 @@ def cut_instance(
     Returns (samples (S,) float32, (start, end) seconds inside samples or None for the whole clip).
     """
     audio = bank.samples(instance)
-    total = len(audio) / SAMPLE_RATE
+    first, last, span = cut_region(len(audio) / SAMPLE_RATE, instance, mode, rng)
+    samples = audio[first:last].astype(np.float32) / 32767.0
+    return samples, span
+
+
+def cut_region(
+    total: float, instance: Instance, mode: str, rng: np.random.Generator
+) -> tuple[int, int, tuple[float, float] | None]:
+    """Where `cut_instance` cuts an utterance of `total` seconds: samples [first, last) and the
+    span in seconds inside them (None for a whole clip)."""
     if mode == "window":
         scales = [s for s in WINDOW_SCALES_S if s >= instance.duration * 0.9] or [max(WINDOW_SCALES_S)]
         length = scales[0]
@@ -219,10 +236,9 @@ def cut_instance(
     else:
         region = (max(0.0, start - CONTEXT_S), min(total, end + CONTEXT_S))
     first, last = int(region[0] * SAMPLE_RATE), int(region[1] * SAMPLE_RATE)
-    samples = audio[first:last].astype(np.float32) / 32767.0
     if mode == "clip":
-        return samples, None
-    return samples, (start - first / SAMPLE_RATE, end - first / SAMPLE_RATE)
+        return first, last, None
+    return first, last, (start - first / SAMPLE_RATE, end - first / SAMPLE_RATE)
 
 
 @dataclass
@@ -233,6 +249,9 @@ class Batch:
     n_words: int
     n_instances: int
     features: list[torch.Tensor] | None = None  # model.input_features(clips), when drawn ahead
+    sources: list[tuple[int, int, bool] | None] | None = None
+    """Per row (utterance, first sample, augmented) of a region cut from a whole utterance (a
+    window or a segment; None for a clip): where cached whole-utterance frames can stand in."""
 
 
 def sample_batch(
@@ -251,7 +270,7 @@ def sample_batch(
         raise DataError(f"need at least 2 words with >= 2 spoken instances to train, found {len(keys)}")
     n_words = min(n_words, len(keys))
     chosen = rng.choice(len(keys), size=n_words, replace=False)
-    clips, spans, phonemes = [], [], []
+    clips, spans, phonemes, sources = [], [], [], []
     for key_index in chosen:
         key = keys[key_index]
         rows = bank.classes[key]
@@ -260,12 +279,70 @@ def sample_batch(
         for pick in picks:
             draw = rng.random()
             mode = "window" if draw < window_prob else ("clip" if draw < window_prob + clip_prob else "segment")
-            samples, span = cut_instance(bank, bank.instances[rows[pick]], mode, rng)
-            if augment is not None and rng.random() < augment_prob:
+            instance = bank.instances[rows[pick]]
+            audio = bank.samples(instance)
+            first, last, span = cut_region(len(audio) / SAMPLE_RATE, instance, mode, rng)
+            samples = audio[first:last].astype(np.float32) / 32767.0
+            augmented = augment is not None and rng.random() < augment_prob
+            if augmented and (bank.frames is None or span is None):
                 samples = np.asarray(augment(samples, rng), dtype=np.float32)
             clips.append(samples)
             spans.append(span)
-    return Batch(clips, spans, phonemes, n_words, n_instances)
+            sources.append(None if span is None else (instance.utterance, first, augmented))
+    return Batch(clips, spans, phonemes, n_words, n_instances, sources=sources)
+
+
+def batch_features(model: JMCL, bank: WordBank, batch: Batch) -> list[torch.Tensor]:
+    """The audio encoder's input frames for a batch: regions of whole utterances are sliced from
+    the bank's cached utterance frames when it has them (the indexer also encodes a whole chunk
+    and slices it), everything else goes through `model.input_features`."""
+    if bank.frames is None or batch.sources is None:
+        return model.input_features(batch.clips)
+    period = PRETRAINED_FRAME_S[model.dims.audio_frontend]
+    features: list[torch.Tensor | None] = [None] * len(batch.clips)
+    encode = [row for row, source in enumerate(batch.sources) if source is None]
+    for row, clip in zip(encode, model.input_features([batch.clips[row] for row in encode])):
+        features[row] = clip
+    for row, source in enumerate(batch.sources):
+        if source is None:
+            continue
+        utterance, first, augmented = source
+        frames = bank.frames[utterance][int(augmented)]
+        start = min(int(round(first / SAMPLE_RATE / period)), len(frames) - 1)
+        count = max(1, int(math.ceil(len(batch.clips[row]) / SAMPLE_RATE / period)))
+        features[row] = torch.from_numpy(frames[start : start + count].astype(np.float32))
+        # the span is measured from the region's first sample; re-anchor it on the first frame
+        shift = first / SAMPLE_RATE - start * period
+        span_start, span_end = batch.spans[row]
+        batch.spans[row] = (span_start + shift, span_end + shift)
+    return features
+
+
+def attach_frontend_frames(
+    model: JMCL, bank: WordBank, folder: str | Path, seed: int = 0, augment: Callable | None = None
+) -> None:
+    """Encode every utterance of the bank once with the model's frozen pre-trained front-end,
+    clean and once augmented (clean again without `augment`), into `bank.frames`; each result
+    is kept in `folder` as .npy pairs keyed by the audio and reused by later runs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for samples in bank.audio:
+        key = hashlib.sha1(samples.tobytes()).hexdigest()[:20]
+        path = folder / f"{model.dims.audio_frontend}-{seed}-{key}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                frames.append([data["clean"], data["augmented"]])
+            continue
+        clean = samples.astype(np.float32) / 32767.0
+        rng = np.random.default_rng([seed, int(key[:8], 16)])
+        noisy = np.asarray(augment(clean, rng), dtype=np.float32) if augment is not None else clean
+        pair = [f.numpy().astype(np.float16) for f in model.input_features([clean, noisy])]
+        partial = path.with_suffix(".tmp.npz")
+        np.savez(partial, clean=pair[0], augmented=pair[1])
+        partial.replace(path)
+        frames.append(pair)
+    bank.frames = frames
 
 
 def batch_loss(model: JMCL, batch: Batch, alpha_at: float = ALPHA_AT, alpha_aa: float = ALPHA_AA):
@@ -326,6 +403,11 @@ def train_jmcl(
     else:
         model = build_model(config.config)
         feature_statistics(model, bank, rng)
+    augment = _augmenter() if config.augment_prob > 0 else None
+    if model.dims.audio_frontend in WHOLE_INPUT_FRONTENDS and bank.frames is None:
+        from archive_search.data.augment import cache_root
+
+        attach_frontend_frames(model, bank, cache_root() / "jmcl-frames", config.seed, augment)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
@@ -341,7 +423,6 @@ def train_jmcl(
                    "n_instances": len(bank.instances), "n_classes": len(bank.classes), "n_words": len(bank.words),
                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     run_path.write_text(json.dumps({"stages": stages}, indent=1))
-    augment = _augmenter() if config.augment_prob > 0 else None
     started = time.perf_counter()
     last = {"loss": float("nan")}
     running: dict[str, float] = defaultdict(float)
@@ -357,7 +438,7 @@ def train_jmcl(
             bank, config.batch_words, config.instances, generator, config.window_prob, config.clip_prob,
             augment, config.augment_prob,
         )  # fmt: skip
-        batch.features = model.input_features(batch.clips)
+        batch.features = batch_features(model, bank, batch)
         return batch
 
     batches = batch_stream(draw, rng, config.workers, config.seed, step)

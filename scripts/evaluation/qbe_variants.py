@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from archive_search.embedders.registry import load_models
-from archive_search.embedders.rerank import KWSReranker, standardise, subsequence_dtw_similarity, unit_rows
-from archive_search.embedders.whisper_encoder import WhisperEncoder
+from archive_search.embedders.rerank import KWSReranker, subsequence_dtw_similarity, unit_rows
+from archive_search.embedders.whisper_encoder import WhisperEncoder, standardise
 
 
 @dataclass

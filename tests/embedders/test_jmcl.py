@@ -103,7 +103,7 @@ def _tiny_gse_model(seed=0):
     torch.manual_seed(seed)
     dims = dataclasses.replace(CONFIGS["tiny"], audio_frontend="gse", frontend_channels=0, frontend_stride=1)
     model = JMCL(JMCLDims(**dataclasses.asdict(dims))).eval()
-    model._speech_embedding = FakeFrontend(seed)
+    model._pretrained_frontend = FakeFrontend(seed)
     return model
 
 
@@ -140,7 +140,25 @@ def test_gse_checkpoint_round_trip_and_an_unknown_front_end_is_refused(tmp_path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     with pytest.raises(CheckpointError, match="front-end"):
-        JMCL(dataclasses.replace(CONFIGS["tiny"], audio_frontend="whisper"))
+        JMCL(dataclasses.replace(CONFIGS["tiny"], audio_frontend="wav2vec"))
+
+
+def test_whisper_config_reads_standardised_whisper_states_at_40_ms():
+    from archive_search.embedders.jmcl import whisper_features
+
+    dims = CONFIGS["whisper"]
+    assert dims.feature_dim == 384 and dims.frame_period_s == pytest.approx(0.04)
+    model = build_model("whisper")
+    assert len(model.audio.frontend) == 1 and model.audio.lstm.input_size == dims.frontend_channels
+    samples = _speechlike(2.0, 7)
+    frames = model.input_features([samples])[0]  # the bundled whisper tiny.en encoder
+    assert frames.shape == (100, 384) and frames.dtype == torch.float32
+    np.testing.assert_allclose(frames.mean(0).numpy(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(frames.std(0).numpy(), 1.0, atol=2e-2)
+    assert whisper_features(np.ones((1, 384))).tolist() == [[0.0] * 384]  # one frame has no spread
+    audio = JMCLAudioEmbedder(model, "jmcl-whisper-test", "cpu")
+    vectors = audio.embed_spans(samples, np.array([(0.0, 1.0), (0.5, 2.0)]))
+    assert vectors.shape == (2, dims.embed_dim) and np.isfinite(vectors).all()
 
 
 def test_checkpoint_round_trip_full_and_half(tmp_path):

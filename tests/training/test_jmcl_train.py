@@ -180,3 +180,80 @@ def test_export_writes_a_half_precision_checkpoint_that_embeds_alike(tmp_path):
     full, _ = load_jmcl(source, device="cpu")
     half, _ = load_jmcl(tmp_path / "ship.pt", device="cpu")
     assert float((full.embed_clips(clip) @ half.embed_clips(clip).T)[0, 0]) > 0.999
+
+
+class FakeWhisper:
+    """Stands in for whisper tiny.en: one 384-d row per 20 ms from a fixed projection of that
+    frame's spectrum, plus an offset shared by the whole input (as whisper's states carry)."""
+
+    calls = 0
+
+    def __init__(self, threads=1, **_):
+        self.projection = np.random.default_rng(0).standard_normal((161, 384)).astype(np.float32)
+
+    def frames(self, samples):
+        FakeWhisper.calls += 1
+        samples = np.asarray(samples, dtype=np.float32)
+        count = -(-len(samples) // 320)
+        padded = np.pad(samples, (0, count * 320 - len(samples))).reshape(count, 320)
+        spectrum = np.abs(np.fft.rfft(padded, axis=1)).astype(np.float32)
+        return spectrum @ self.projection + 5.0 * float(np.abs(samples).mean())
+
+
+@pytest.fixture
+def fake_whisper(monkeypatch, tmp_path):
+    """A tiny whisper-front-end config ("tiny-whisper") reading FakeWhisper frames, and a fresh cache."""
+    import dataclasses
+
+    from archive_search.embedders import jmcl, whisper_encoder
+
+    dims = dataclasses.replace(jmcl.CONFIGS["tiny"], config="tiny-whisper", audio_frontend="whisper", frontend_stride=2)
+    monkeypatch.setitem(jmcl.CONFIGS, "tiny-whisper", dims)
+    monkeypatch.setattr(whisper_encoder, "WhisperEncoder", FakeWhisper)
+    monkeypatch.setenv("ARCHIVE_SEARCH_CACHE", str(tmp_path / "cache"))
+    FakeWhisper.calls = 0
+    return dims
+
+
+def test_whisper_front_end_windows_read_their_utterance_frames(corpus, fake_whisper, tmp_path):
+    from archive_search.training.jmcl import attach_frontend_frames, batch_features
+
+    bank = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    model = build_model("tiny-whisper")
+    attach_frontend_frames(model, bank, tmp_path / "frames")
+    assert len(bank.frames) == len(bank.audio) and FakeWhisper.calls == 2 * len(bank.audio)
+    clean, same = bank.frames[0]
+    assert clean.dtype == np.float16 and clean.shape == (-(-len(bank.audio[0]) // 320), 384)
+    np.testing.assert_array_equal(clean, same)  # no augmentation chain given: both copies clean
+    batch = sample_batch(bank, 4, 3, np.random.default_rng(5), window_prob=0.5, clip_prob=0.3)
+    spans_before = list(batch.spans)
+    features = batch_features(model, bank, batch)
+    clips = [row for row, source in enumerate(batch.sources) if source is None]
+    assert clips and len(clips) < len(batch.clips)
+    for row, source in enumerate(batch.sources):
+        if source is None:  # a clip is encoded alone, as a query clip is
+            assert batch.spans[row] is None and features[row].shape[0] == -(-len(batch.clips[row]) // 320)
+            assert abs(float(features[row].mean())) < 1e-3  # standardised over the clip
+            continue
+        utterance, first, _ = source
+        start = int(round(first / SAMPLE_RATE / 0.02))
+        np.testing.assert_array_equal(features[row].numpy(), bank.frames[utterance][0][start : start + len(features[row])])
+        # the span still points at the same stretch of the utterance, now from the first frame
+        assert start * 0.02 + batch.spans[row][0] == pytest.approx(first / SAMPLE_RATE + spans_before[row][0])
+        assert start * 0.02 + batch.spans[row][1] == pytest.approx(first / SAMPLE_RATE + spans_before[row][1])
+    # a second bank over the same audio reads the frames back from disk
+    again = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
+    calls = FakeWhisper.calls
+    attach_frontend_frames(model, again, tmp_path / "frames")
+    assert FakeWhisper.calls == calls
+    np.testing.assert_array_equal(again.frames[3][0], bank.frames[3][0])
+
+
+def test_whisper_front_end_trains_and_round_trips(corpus, fake_whisper, tmp_path):
+    config = JMCLTrainConfig(config="tiny-whisper", steps=3, batch_words=3, instances=2, save_every=3, log_every=1,
+                             augment_prob=0.5, device="cpu")  # fmt: skip
+    result = train_jmcl(config, [corpus], tmp_path / "run")
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    assert len(list((tmp_path / "cache" / "jmcl-frames").glob("whisper-*.npz"))) == 12
+    model, _ = read_jmcl(result.checkpoint)
+    assert model.dims.audio_frontend == "whisper" and model.dims.frame_period_s == pytest.approx(0.04)
