@@ -7,7 +7,7 @@ import torch
 from archive_search.embedders.base import Reranker
 from archive_search.embedders.ctc import CTCConformer, CTCDims, save_ctc
 from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, save_kws
-from archive_search.embedders.rerank import KWSReranker, load_reranker, subsequence_dtw_similarity, tiny_reranker
+from archive_search.embedders.rerank import TEXT_WEIGHT, KWSReranker, load_reranker, subsequence_dtw_similarity, tiny_reranker
 
 
 def _regions(seed=0, seconds=(1.0, 2.5, 1.7)):
@@ -110,7 +110,7 @@ def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
     from tests.embedders.test_parallelkws import FakeFrontend
 
     reranker = load_reranker(None, path, frontend=FakeFrontend())  # the real front-end is tested in test_frontends
-    assert reranker.name == f"parallelkws-{payload['extra']['version']}+qbe-whisper" and reranker.text_weight == 0.25
+    assert reranker.name == f"parallelkws-{payload['extra']['version']}+qbe-whisper" and reranker.text_weight == TEXT_WEIGHT
 
 
 def test_gse_reranker_without_openwakeword_loads_and_fails_only_when_scoring(monkeypatch):
