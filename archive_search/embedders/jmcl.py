@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -224,8 +225,10 @@ class JMCL(nn.Module):
         # CLIP's initialisation, log(1/0.07); exp(tau) scales cosine logits.
         self.log_temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         # The frozen pre-trained front-end ("gse": onnxruntime, "whisper": CTranslate2; not a
-        # torch module, not in the state_dict), made on first use.
+        # torch module, not in the state_dict), made on first use in each process: a forked
+        # data-loader worker must not reuse its parent's runtime, whose threads did not fork.
         self._pretrained_frontend = None
+        self._pretrained_frontend_pid = None
 
     def logit_scale(self) -> torch.Tensor:
         # Capped at 100 as in CLIP so the logits cannot blow up early in training.
@@ -270,8 +273,9 @@ class JMCL(nn.Module):
         return [log_mel(torch.as_tensor(clip).cpu(), self.dims.features) for clip in clips]
 
     def pretrained_frontend(self):
-        """The frozen front-end of a "gse" or "whisper" model, made on first use."""
-        if self._pretrained_frontend is None:
+        """The frozen front-end of a "gse" or "whisper" model, made on first use in this process."""
+        if self._pretrained_frontend is None or self._pretrained_frontend_pid != os.getpid():
+            self._pretrained_frontend_pid = os.getpid()
             if self.dims.audio_frontend == "gse":
                 from archive_search.embedders.frontends import SpeechEmbedding
 

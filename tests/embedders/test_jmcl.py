@@ -1,6 +1,7 @@
 """JMCL encoders: configs, shapes, padding/masking, span slicing and checkpoint round trips."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -104,6 +105,7 @@ def _tiny_gse_model(seed=0):
     dims = dataclasses.replace(CONFIGS["tiny"], audio_frontend="gse", frontend_channels=0, frontend_stride=1)
     model = JMCL(JMCLDims(**dataclasses.asdict(dims))).eval()
     model._pretrained_frontend = FakeFrontend(seed)
+    model._pretrained_frontend_pid = os.getpid()
     return model
 
 

@@ -249,9 +249,10 @@ def test_whisper_front_end_windows_read_their_utterance_frames(corpus, fake_whis
     np.testing.assert_array_equal(again.frames[3][0], bank.frames[3][0])
 
 
-def test_whisper_front_end_trains_and_round_trips(corpus, fake_whisper, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_whisper_front_end_trains_and_round_trips(corpus, fake_whisper, tmp_path, workers):
     config = JMCLTrainConfig(config="tiny-whisper", steps=3, batch_words=3, instances=2, save_every=3, log_every=1,
-                             augment_prob=0.5, device="cpu")  # fmt: skip
+                             augment_prob=0.5, device="cpu", workers=workers)  # fmt: skip
     result = train_jmcl(config, [corpus], tmp_path / "run")
     assert result.steps == 3 and np.isfinite(result.final_loss)
     assert len(list((tmp_path / "cache" / "jmcl-frames").glob("whisper-*.npz"))) == 12

@@ -1,0 +1,27 @@
+"""The engine with another ParallelKWS text weight, as bundles for `archive-eval search --bundle`
+(the choice in docs/models.md, "JMCL on whisper frames"):
+
+    MODELS=work/s9/models PYTHONPATH=scripts/evaluation archive-eval search ... --bundle text_weight_variants:tw_10
+
+MODELS (environment): the checkpoint folder (default: the shipped models). `tw_<weight %>` ranks
+text hits by weight x ParallelKWS probability + (1 - weight) x JMCL similarity. Each variant's
+reranker is renamed so that no `calibration.json` entry applies: it ranks by raw scores.
+"""
+
+import os
+
+from archive_search.embedders.registry import load_models
+
+
+def _variant(weight: float):
+    def bundle():
+        models = load_models(os.environ.get("MODELS") or None)
+        models.reranker.text_weight = weight
+        models.reranker.name = f"{models.reranker.name}~tw{weight}"
+        return models
+
+    return bundle
+
+
+for _percent in (0, 10, 25, 50):
+    globals()[f"tw_{_percent}"] = _variant(_percent / 100)
