@@ -323,7 +323,8 @@ def attach_frontend_frames(
 ) -> None:
     """Encode every utterance of the bank once with the model's frozen pre-trained front-end,
     clean and once augmented (clean again without `augment`), into `bank.frames`; each result
-    is kept in `folder` as .npy pairs keyed by the audio and reused by later runs."""
+    is kept in `folder` (one .npz per utterance, keyed by its samples and the seed) and reused
+    by later runs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
