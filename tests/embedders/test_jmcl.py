@@ -212,11 +212,13 @@ def test_shipped_checkpoint_loads_safely_and_is_small():
         pytest.skip("no shipped JMCL checkpoint in this checkout")
     assert path.stat().st_size < 10e6
     model, extra = read_jmcl(path)  # weights_only=True inside
-    assert model.dims == CONFIGS["fast"] and extra["step"] > 0
+    assert model.dims == CONFIGS["whisper"] and extra["step"] > 0
     audio, text = load_jmcl(path, device="cpu")
     assert audio.dim == text.dim == 256 and audio.name == model_name(model)
-    # Trained normalisation statistics are stored, not the identity of an untrained model.
-    assert not torch.allclose(model.audio.feature_mean, torch.zeros_like(model.audio.feature_mean))
+    # whisper frames arrive standardised per input, so the statistics measured on training audio
+    # are the identity (0, 1); a log-mel model would store its bins' levels here.
+    torch.testing.assert_close(model.audio.feature_mean, torch.zeros_like(model.audio.feature_mean), atol=1e-3, rtol=0)
+    torch.testing.assert_close(model.audio.feature_std, torch.ones_like(model.audio.feature_std), atol=5e-2, rtol=0)
     # Text embeddings of different words are distinct and the same word twice is identical.
     vectors = text.embed_phonemes([["K", "AE", "T"], ["K", "AE", "T"], ["D", "AO", "G"]])
     assert float(vectors[0] @ vectors[1]) > 0.999 and float(vectors[0] @ vectors[2]) < 0.9
