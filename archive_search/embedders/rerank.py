@@ -49,7 +49,8 @@ TEXT_WEIGHT = 0.1
 """`text_weight` with ParallelKWS scoring. It depends on how good the JMCL retrieval is: 0.25 beat
 JMCL alone and the probability alone beside the log-mel `fast` JMCL; beside the whisper-frame
 JMCL shipped since session 9, 0.1 has the best mean text MAP over the real and the synthetic
-development archives (0 is as good on the real one alone, 0.25 and 0.5 worse; docs/models.md)."""
+development archives (0, JMCL alone, leads on the real one by 0.02 and trails on the synthetic
+one by 0.03; 0.25 and 0.5 are worse on both; docs/models.md)."""
 
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
