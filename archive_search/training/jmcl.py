@@ -292,12 +292,14 @@ def sample_batch(
     return Batch(clips, spans, phonemes, n_words, n_instances, sources=sources)
 
 
-def batch_features(model: JMCL, bank: WordBank, batch: Batch) -> list[torch.Tensor]:
-    """The audio encoder's input frames for a batch: regions of whole utterances are sliced from
-    the bank's cached utterance frames when it has them (the indexer also encodes a whole chunk
-    and slices it), everything else goes through `model.input_features`."""
+def batch_features(model: JMCL, bank: WordBank, batch: Batch) -> tuple[list[torch.Tensor], list]:
+    """The audio encoder's input frames for a batch, and the spans to read in them: regions of
+    whole utterances are sliced from the bank's cached utterance frames when it has them (the
+    indexer also encodes a whole chunk and slices it), everything else goes through
+    `model.input_features` with the batch's own spans."""
     if bank.frames is None or batch.sources is None:
-        return model.input_features(batch.clips)
+        return model.input_features(batch.clips), list(batch.spans)
+    spans = list(batch.spans)
     period = PRETRAINED_FRAME_S[model.dims.audio_frontend]
     features: list[torch.Tensor | None] = [None] * len(batch.clips)
     encode = [row for row, source in enumerate(batch.sources) if source is None]
@@ -313,9 +315,9 @@ def batch_features(model: JMCL, bank: WordBank, batch: Batch) -> list[torch.Tens
         features[row] = torch.from_numpy(frames[start : start + count].astype(np.float32))
         # the span is measured from the region's first sample; re-anchor it on the first frame
         shift = first / SAMPLE_RATE - start * period
-        span_start, span_end = batch.spans[row]
-        batch.spans[row] = (span_start + shift, span_end + shift)
-    return features
+        span_start, span_end = spans[row]
+        spans[row] = (span_start + shift, span_end + shift)
+    return features, spans
 
 
 def attach_frontend_frames(
@@ -439,7 +441,7 @@ def train_jmcl(
             bank, config.batch_words, config.instances, generator, config.window_prob, config.clip_prob,
             augment, config.augment_prob,
         )  # fmt: skip
-        batch.features = batch_features(model, bank, batch)
+        batch.features, batch.spans = batch_features(model, bank, batch)
         return batch
 
     batches = batch_stream(draw, rng, config.workers, config.seed, step)

@@ -226,21 +226,20 @@ def test_whisper_front_end_windows_read_their_utterance_frames(corpus, fake_whis
     assert clean.dtype == np.float16 and clean.shape == (-(-len(bank.audio[0]) // 320), 384)
     np.testing.assert_array_equal(clean, same)  # no augmentation chain given: both copies clean
     batch = sample_batch(bank, 4, 3, np.random.default_rng(5), window_prob=0.5, clip_prob=0.3)
-    spans_before = list(batch.spans)
-    features = batch_features(model, bank, batch)
+    features, spans = batch_features(model, bank, batch)
     clips = [row for row, source in enumerate(batch.sources) if source is None]
     assert clips and len(clips) < len(batch.clips)
     for row, source in enumerate(batch.sources):
         if source is None:  # a clip is encoded alone, as a query clip is
-            assert batch.spans[row] is None and features[row].shape[0] == -(-len(batch.clips[row]) // 320)
+            assert spans[row] is None and features[row].shape[0] == -(-len(batch.clips[row]) // 320)
             assert abs(float(features[row].mean())) < 1e-3  # standardised over the clip
             continue
         utterance, first, _ = source
         start = int(round(first / SAMPLE_RATE / 0.02))
         np.testing.assert_array_equal(features[row].numpy(), bank.frames[utterance][0][start : start + len(features[row])])
         # the span still points at the same stretch of the utterance, now from the first frame
-        assert start * 0.02 + batch.spans[row][0] == pytest.approx(first / SAMPLE_RATE + spans_before[row][0])
-        assert start * 0.02 + batch.spans[row][1] == pytest.approx(first / SAMPLE_RATE + spans_before[row][1])
+        assert start * 0.02 + spans[row][0] == pytest.approx(first / SAMPLE_RATE + batch.spans[row][0])
+        assert start * 0.02 + spans[row][1] == pytest.approx(first / SAMPLE_RATE + batch.spans[row][1])
     # a second bank over the same audio reads the frames back from disk
     again = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=1)
     calls = FakeWhisper.calls
