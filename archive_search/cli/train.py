@@ -135,10 +135,12 @@ def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segm
 @click.option("--config", "config_name", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True)
 @click.option("--ctc", "ctc_checkpoint", type=click.Path(dir_okay=False, exists=True),
               help="Trained CTC conformer checkpoint; frozen inside ParallelKWS (conformer front-end only).")
-@click.option("--frontend", type=click.Choice(["conformer", "gse"]), default="conformer", show_default=True,
-              help="Path (a): the CTC conformer (paper) or Google's pre-trained speech embedding (cached once).")
+@click.option("--frontend", type=click.Choice(["conformer", "gse", "whisper"]), default="conformer", show_default=True,
+              help="Path (a): the CTC conformer (paper), Google's pre-trained speech embedding or whisper tiny.en's "
+                   "encoder (both cached once).")
 @click.option("--cache", "feature_cache", type=click.Path(file_okay=False, path_type=Path),
-              help="gse: folder of cached front-end features (default OUT/features); shared between runs.")
+              help="gse, whisper: folder of cached front-end features (default OUT/features); shared between runs "
+                   "of one front-end.")
 @click.option("--data", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--split", "splits", multiple=True, default=("train",), show_default=True)
 @click.option("--valid", "valid_manifests", multiple=True, type=click.Path(dir_okay=False, exists=True),

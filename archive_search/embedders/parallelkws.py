@@ -23,7 +23,11 @@ trained here. "gse" replaces it with Google's pre-trained speech embedding (fron
 frames every 80 ms, frozen, computed outside the model): path (a) is a k1 convolution over those
 frames and path (b) three k3/s2 convolutions over the front-end's own 32-bin log-mel (10 ms ->
 80 ms, output frame k centred on mel frame 8k like the embedding frame k), so E_a runs at 80 ms.
-The PDA targets then come from word alignments (`alignment_positions`), since there are no
+"whisper" (session 10) does the same on whisper tiny.en's encoder states (384-d every 20 ms,
+frozen, standardised per clip, as query by example uses them): path (a) a k3/s2 convolution
+over the states, path (b) two k3/s2 convolutions over whisper's own 80-bin log-mel, so E_a runs
+at 40 ms (output frame k centred on state 2k and mel frame 4k). With either pre-trained
+front-end the PDA targets come from word alignments (`alignment_positions`), since there are no
 conformer phoneme runs.
 """
 
@@ -45,7 +49,7 @@ from archive_search.embedders.g2p import g2p_model, grapheme_ids, normalise_text
 from archive_search.errors import CheckpointError, QueryError
 
 ATTENTION_MODES = ("parallel", "self", "cross")
-FRONTENDS = ("conformer", "gse")
+FRONTENDS = ("conformer", "gse", "whisper")
 FROZEN_PREFIXES = ("speech.", "g2p_embedding.", "g2p_gru.")
 """Parameters that are not trained here and not stored in a KWS checkpoint: the conformer
 comes from its own CTC checkpoint, the G2P encoder from the g2p_en package."""
@@ -65,9 +69,9 @@ class KWSDims:
     g2p_dim: int = 256  # hidden size of g2p_en's encoder GRU
     g2p_vocab: int = 29
     time_stride: int = 1  # 1: the paper (E_a at the 10 ms fbank rate); 4: "fast" (40 ms, no upsampling)
-    frontend: str = "conformer"  # "conformer" (the paper) | "gse" (Google speech embedding, pre-trained)
-    frontend_dim: int = 96  # gse: embedding size
-    frontend_mels: int = 32  # gse: mel bins of its log-mel (path b)
+    frontend: str = "conformer"  # "conformer" (the paper) | "gse" (Google speech embedding) | "whisper"
+    frontend_dim: int = 96  # gse: embedding size (whisper: 384)
+    frontend_mels: int = 32  # gse: mel bins of its log-mel (path b; whisper: 80)
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -96,6 +100,11 @@ class KWSDims:
     def gse(cls, **overrides) -> "KWSDims":
         """The paper's sizes on Google's speech embedding instead of the conformer (80 ms frames)."""
         return cls(frontend="gse", **overrides)
+
+    @classmethod
+    def whisper(cls, **overrides) -> "KWSDims":
+        """The paper's sizes on whisper tiny.en's encoder states (E_a at 40 ms)."""
+        return cls(frontend="whisper", frontend_dim=384, frontend_mels=80, **overrides)
 
     @property
     def uses_conformer(self) -> bool:
@@ -136,9 +145,12 @@ class ParallelKWS(nn.Module):
             # The embedding's values are large (std ~17 on speech); normalise each frame before
             # the k1 convolution so the GRU does not start saturated.
             self.frontend_norm = nn.LayerNorm(dims.frontend_dim)
-            self.speech_up = nn.Conv1d(dims.frontend_dim, c, kernel_size=1)
             self.fbank_down = nn.Conv1d(dims.frontend_mels, c, kernel_size=3, stride=2, padding=1)
-            self.fbank_mid = nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1)
+            if dims.frontend == "whisper":  # 20 ms states and 10 ms mel both to 40 ms
+                self.speech_up = nn.Conv1d(dims.frontend_dim, c, kernel_size=3, stride=2, padding=1)
+            else:  # 80 ms embedding frames; the mel needs a third halving
+                self.speech_up = nn.Conv1d(dims.frontend_dim, c, kernel_size=1)
+                self.fbank_mid = nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1)
             self.fbank_up = nn.Conv1d(c, c, kernel_size=3, stride=2, padding=1)
         elif dims.time_stride == 1:
             self.speech = CTCConformer(speech_dims)
@@ -215,7 +227,9 @@ class ParallelKWS(nn.Module):
 
     # ---- audio side ------------------------------------------------------------------------
     def audio_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Input frame counts (fbank; gse: embedding frames) -> E_a frame counts."""
+        """Input frame counts (fbank; gse: embedding frames; whisper: states) -> E_a frame counts."""
+        if self.dims.frontend == "whisper":
+            return (lengths + 1) // 2
         if not self.dims.uses_conformer or self.dims.time_stride == 1:
             return lengths
         return subsampled_lengths(lengths).clamp(min=1)
@@ -224,13 +238,22 @@ class ParallelKWS(nn.Module):
         self, frames: torch.Tensor, lengths: torch.Tensor, mel: torch.Tensor, mel_lengths: torch.Tensor
     ) -> torch.Tensor:
         """gse: frames (B, T, frontend_dim) every 80 ms, mel (B, M, frontend_mels) every 10 ms
-        -> E_a (B, T, d). Mel path output k is centred on mel frame 8k, as embedding frame k."""
-        speech = self.speech_up(self.frontend_norm(frames).transpose(1, 2))  # (B, c, T)
+        -> E_a (B, T, d). Mel path output k is centred on mel frame 8k, as embedding frame k.
+        whisper: frames (B, T, 384) every 20 ms, mel (B, M, 80) -> E_a (B, ceil(T/2), d)."""
         x = self._fbank_down(normalise_clips(mel, mel_lengths), mel_lengths)  # (B, c, ceil(M/2))
-        x = F.relu(self.fbank_mid(x))
-        x = x * length_mask((mel_lengths + 3) // 4, x.shape[-1]).unsqueeze(1).to(x.dtype)
-        x = self.fbank_up(x)  # (B, c, ceil(M/8))
-        time = frames.shape[1]
+        if self.dims.frontend == "whisper":
+            # the states carry a large per-input offset (as for query by example): standardise
+            # per clip; zero the padding again after the LayerNorm so the k3 convolution reads
+            # the same zeros at a clip's end whether or not it is padded in a batch
+            valid = length_mask(lengths, frames.shape[1]).unsqueeze(-1).to(frames.dtype)
+            speech = self.speech_up((self.frontend_norm(normalise_clips(frames, lengths)) * valid).transpose(1, 2))
+            time = speech.shape[-1]
+        else:
+            speech = self.speech_up(self.frontend_norm(frames).transpose(1, 2))  # (B, c, T)
+            x = F.relu(self.fbank_mid(x))
+            x = x * length_mask((mel_lengths + 3) // 4, x.shape[-1]).unsqueeze(1).to(x.dtype)
+            time = frames.shape[1]
+        x = self.fbank_up(x)  # (B, c, ceil(M/8)) gse, (B, c, ceil(M/4)) whisper
         x = F.pad(x, (0, max(0, time - x.shape[-1])))[..., :time]
         both = torch.cat([speech, x], dim=1).transpose(1, 2)  # (B, T, 2c)
         audio, _ = self.audio_gru(both)
@@ -283,16 +306,16 @@ class ParallelKWS(nn.Module):
         mel_lengths: torch.Tensor | None = None,
         audio_index: torch.Tensor | None = None,
     ) -> "KWSOutput":
-        """feats (B, T, n_mels) fbank (conformer) or (B, T, frontend_dim) embedding frames (gse),
-        lengths (B,), g2p_states (B, T_t, g2p_dim), text_lengths (B,); gse also takes its
-        log-mel (B, M, frontend_mels) and mel_lengths (B,). audio_index (B_t,): when given, the
+        """feats (B, T, n_mels) fbank (conformer) or (B, T, frontend_dim) front-end frames (gse,
+        whisper), lengths (B,), g2p_states (B, T_t, g2p_dim), text_lengths (B,); gse and whisper
+        also take their log-mel (B, M, frontend_mels) and mel_lengths (B,). audio_index (B_t,): when given, the
         audio holds R distinct clips and text row b is paired with clip audio_index[b] (one
         clip shown with several texts is encoded once)."""
         if self.dims.uses_conformer:
             audio, frame_predictions = self.encode_audio(feats, lengths)
         else:
             if mel is None or mel_lengths is None:
-                raise QueryError("the gse front-end needs the front-end's log-mel as well as its frames")
+                raise QueryError(f"the {self.dims.frontend} front-end needs its log-mel as well as its frames")
             audio, frame_predictions = self.encode_frontend(feats, lengths, mel, mel_lengths), None
         lengths = self.audio_lengths(lengths).clamp(max=audio.shape[1])
         if audio_index is not None:
@@ -324,7 +347,7 @@ class ParallelKWS(nn.Module):
         """Total = BCE + lambda * PDA (eq. 12). Returns the three terms as tensors.
 
         positions (B, T_a): each frame's 1-based text position c_i (`alignment_positions`),
-        needed by the gse front-end; the conformer path takes c_i from its phoneme runs (eq. 7)."""
+        needed by the gse and whisper front-ends; the conformer path takes c_i from its phoneme runs (eq. 7)."""
         detection = F.binary_cross_entropy_with_logits(output.logits, labels.float())
         if self.dims.pda_weight > 0 and output.affinity is not None:
             if positions is None and output.frame_predictions is None:
@@ -343,7 +366,7 @@ class ParallelKWS(nn.Module):
 class KWSOutput:
     logits: torch.Tensor  # (B,)
     affinity: torch.Tensor | None  # (B, T_t, T_a) text-query attention map (heads averaged)
-    frame_predictions: torch.Tensor | None  # (B, T_a) greedy conformer phoneme ids at E_a's rate; None for gse
+    frame_predictions: torch.Tensor | None  # (B, T_a) greedy conformer phoneme ids at E_a's rate; None for gse/whisper
     audio_lengths: torch.Tensor  # (B,)
     text_lengths: torch.Tensor  # (B,)
 

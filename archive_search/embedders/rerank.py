@@ -68,7 +68,8 @@ class KWSReranker:
     "gse" frames or normalised "fbank"; default: "conformer" for a conformer-front-end model,
     else "whisper"."""
     frontend: object | None = None
-    """For a "gse" model: callable clips -> [GSEFrames] (default: frontends.SpeechEmbedding)."""
+    """For a "gse" or "whisper" model: callable clips -> [GSEFrames or WhisperFrames] (default:
+    frontends.SpeechEmbedding, or whisper_encoder.WhisperKWSFrontend on `whisper`)."""
     whisper: object | None = None
     """For "whisper" frames: a `WhisperEncoder` (default: the bundled tiny.en, made on first use)."""
     text_weight: float = TEXT_WEIGHT
@@ -91,16 +92,24 @@ class KWSReranker:
             raise CheckpointError(f"unknown query-by-example frames {self.qbe_features!r}; one of {', '.join(QBE_FEATURES)}")
         if self.qbe_features == "conformer" and not uses_conformer:
             raise CheckpointError("query-by-example on conformer states needs a conformer-front-end model")
+        if self.qbe_features == "gse" and self.model.dims.frontend != "gse":
+            raise CheckpointError("query-by-example on speech-embedding frames needs a gse-front-end model")
         if self.text_scoring not in TEXT_SCORINGS:
             raise CheckpointError(f"unknown text scoring {self.text_scoring!r}; one of {', '.join(TEXT_SCORINGS)}")
 
     def _frontend(self):
-        """The speech embedding, made on first use: a missing openwakeword wheel then fails the
-        search that needs it (MissingToolError with the install command), not indexing."""
+        """The model's pre-trained front-end, made on first use: a missing openwakeword wheel
+        then fails the search that needs it (MissingToolError with the install command), not
+        indexing. A whisper model shares the query-by-example encoder."""
         if self.frontend is None:
-            from archive_search.embedders.frontends import SpeechEmbedding
+            if self.model.dims.frontend == "whisper":
+                from archive_search.embedders.whisper_encoder import WhisperKWSFrontend
 
-            self.frontend = SpeechEmbedding(threads=torch.get_num_threads())
+                self.frontend = WhisperKWSFrontend(encoder=self._whisper(), packed=True)
+            else:
+                from archive_search.embedders.frontends import SpeechEmbedding
+
+                self.frontend = SpeechEmbedding(threads=torch.get_num_threads())
         return self.frontend
 
     def _whisper(self):
@@ -235,7 +244,7 @@ def _batches(clips: Sequence[np.ndarray]):
 def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str = "cpu", frontend=None, whisper=None,
                   text_scoring: str = "parallelkws") -> KWSReranker:  # fmt: skip
     """The trained conformer (CTC checkpoint) and ParallelKWS (KWS checkpoint) -> KWSReranker.
-    A model on the "gse" front-end loads from its KWS checkpoint alone (ctc_path may be None);
+    A model on the "gse" or "whisper" front-end loads from its KWS checkpoint alone (ctc_path may be None);
     its query by example runs on whisper frames. `frontend` and `whisper` replace the speech
     embedding and the whisper encoder (tests pass fakes). text_scoring="tts": text queries are
     spoken by TTS voices and scored as spoken queries (`KWSReranker.text_scoring`)."""
@@ -249,8 +258,8 @@ def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str
         reranker = KWSReranker(model, name=name, device=device, whisper=whisper, **text)
     else:
         model, extra = load_kws(kws_path, device=device)
-        version = extra.get("version")  # kws-export writes "gse-<weight hash>"
-        name = f"parallelkws-{version}" if version else f"parallelkws-gse-{Path(kws_path).stem}"
+        version = extra.get("version")  # kws-export writes "<front-end>-<weight hash>"
+        name = f"parallelkws-{version}" if version else f"parallelkws-{model.dims.frontend}-{Path(kws_path).stem}"
         reranker = KWSReranker(model, name=name, device=device, frontend=frontend, whisper=whisper, **text)
         # The name keys the score calibration, and spoken-query scores depend on the QbE frames.
         reranker.name += f"+qbe-{reranker.qbe_features}"

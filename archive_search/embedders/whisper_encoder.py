@@ -20,6 +20,8 @@ dependencies.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -158,3 +160,61 @@ def standardise(frames: np.ndarray) -> np.ndarray:
     whisper's last-layer states carry a large offset shared by every frame of one input: raw,
     the words of one utterance all look alike (docs/models.md, "Pre-trained front-ends")."""
     return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
+
+
+MEL_PER_FRAME = 2
+"""10 ms log-mel frames under one 20 ms encoder frame."""
+
+
+@dataclass
+class WhisperFrames:
+    """One clip for ParallelKWS on whisper frames: frames (T, 384) raw encoder states every
+    20 ms, times (T,) their centres in seconds from the clip's start, mel (M, 80) whisper's own
+    log-mel every 10 ms (M = S // 160, so T = ceil(M / 2))."""
+
+    frames: np.ndarray
+    times: np.ndarray
+    mel: np.ndarray
+
+
+class WhisperKWSFrontend:
+    """Clips -> [WhisperFrames], the frozen front-end of a "whisper" ParallelKWS.
+
+    packed=True (the engine): the clips go back to back into padded 30 s inputs
+    (`WhisperEncoder.frames_packed`), so ten candidate regions cost one whisper input.
+    packed=False (training caches): each clip, a whole utterance, is encoded alone, unpadded."""
+
+    def __init__(self, encoder: WhisperEncoder | None = None, threads: int = 1, packed: bool = True):
+        self.encoder = encoder
+        self.threads = threads
+        self.packed = packed
+
+    def _encoder(self) -> WhisperEncoder:
+        if self.encoder is None:
+            self.encoder = WhisperEncoder(threads=self.threads, pad=self.packed)
+        return self.encoder
+
+    def __call__(self, clips: Sequence[np.ndarray]) -> list[WhisperFrames]:
+        clips = [np.asarray(clip, dtype=np.float32) for clip in clips]
+        encoder = self._encoder()
+        states = encoder.frames_packed(clips) if self.packed else [encoder.frames(clip) for clip in clips]
+        result = []
+        for clip, frames in zip(clips, states):
+            mel = whisper_log_mel(clip)
+            frames = frames[: -(-len(mel) // MEL_PER_FRAME)] if len(mel) else frames[:1]
+            result.append(WhisperFrames(frames, WhisperEncoder.frame_times(len(frames)), mel))
+        return result
+
+
+@functools.lru_cache(maxsize=1)
+def _feature_extractor():
+    try:
+        from faster_whisper.feature_extractor import FeatureExtractor
+    except ImportError as exc:
+        raise CheckpointError("the whisper front-end needs faster-whisper (run scripts/setup.sh)") from exc
+    return FeatureExtractor(feature_size=80)
+
+
+def whisper_log_mel(samples: np.ndarray) -> np.ndarray:
+    """16 kHz samples (S,) -> whisper's 80-bin log-mel (S // 160, 80), 10 ms frames, float32."""
+    return np.ascontiguousarray(_feature_extractor()(np.asarray(samples, dtype=np.float32), padding=0).T, dtype=np.float32)

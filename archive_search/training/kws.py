@@ -11,7 +11,8 @@ Negative texts that occur in the region's own words are redrawn.
 
 The conformer is frozen (its CTC checkpoint); Adam, lr 1e-3, BCE + 0.3 * PDA (the paper).
 
-With the "gse" front-end (Google's speech embedding, frozen) the front-end runs once per
+With a pre-trained front-end ("gse", Google's speech embedding, or "whisper", whisper tiny.en's
+encoder; both frozen) the front-end runs once per
 utterance before training (`build_feature_cache`: a clean and an augmented copy of every
 utterance, stored under the cache folder and reused by later runs), and a region is the slice
 of the utterance's frames whose centres fall inside it. A step then costs only the trained
@@ -73,8 +74,8 @@ class KWSTrainConfig:
     """One ParallelKWS training run; stored in the checkpoint's `extra` and run.json."""
 
     config: str = "fast"  # fast | paper | tiny
-    frontend: str = "conformer"  # conformer (the paper) | gse (Google speech embedding, cached)
-    audio_negatives: bool = True  # gse: also pair each keyword text with another region's audio
+    frontend: str = "conformer"  # conformer (the paper) | gse | whisper (pre-trained, cached)
+    audio_negatives: bool = True  # gse, whisper: also pair each keyword text with another region's audio
     attention: str = "parallel"  # parallel | self | cross (ablations)
     pda_weight: float = 0.3  # 0: no PDA loss (ablation)
     tight_regions: bool = False  # ablation: LibriPhrase-like tight crops, as the paper trains
@@ -282,7 +283,9 @@ def make_batch(sampler: RegionSampler, rng: np.random.Generator, config: KWSTrai
     return feats, lengths, texts, torch.tensor(labels)
 
 
-# --------------------------------------------------------------------------- gse front-end features
+# --------------------------------------------------------------------------- pre-trained front-end features
+
+CACHED_FRONTENDS = ("gse", "whisper")
 
 
 @dataclass
@@ -326,28 +329,34 @@ def build_feature_cache(
     return result
 
 
-def slice_region(features: CachedFeatures, copy: int, left: float, right: float):
+def slice_region(features: CachedFeatures, copy: int, left: float, right: float, frontend: str = "gse"):
     """The frames of a cached utterance whose centres lie in [left, right), and the log-mel
-    slice that the front-end would give that clip (mel frame `mel_hop * k` under frame k).
-    Returns frames (n, D), mel (M, n_mels), times (n,) on the utterance's clock."""
-    from archive_search.embedders.frontends import GSE_HOP as mel_hop
-    from archive_search.embedders.frontends import gse_frame_times
+    slice that the front-end would give that clip (gse: mel frame `GSE_HOP * k` under frame k;
+    whisper: mel frames 2k and 2k + 1). Returns frames (n, D), mel (M, n_mels) and the times of
+    the model's E_a frames on the utterance's clock (gse: the n frames; whisper: every other
+    state, E_a being at 40 ms)."""
+    from archive_search.embedders.frontends import GSE_HOP, gse_frame_times
+    from archive_search.embedders.whisper_encoder import MEL_PER_FRAME, WhisperEncoder
 
     frames, mel = features.frames[copy], features.mels[copy]
-    times = gse_frame_times(len(frames))
+    whisper = frontend == "whisper"
+    times = WhisperEncoder.frame_times(len(frames)) if whisper else gse_frame_times(len(frames))
     first = int(np.searchsorted(times, left))
     last = max(first + 1, int(np.searchsorted(times, right)))
     first = min(first, len(frames) - 1)
     last = min(last, len(frames))
     n = last - first
-    mel_slice = mel[mel_hop * first : mel_hop * (first + n - 1) + mel_hop // 2]
-    return frames[first:last].astype(np.float32), mel_slice.astype(np.float32), times[first:last]
+    if whisper:
+        mel_slice, model_times = mel[MEL_PER_FRAME * first : MEL_PER_FRAME * last], times[first:last:2]
+    else:
+        mel_slice, model_times = mel[GSE_HOP * first : GSE_HOP * (first + n - 1) + GSE_HOP // 2], times[first:last]
+    return frames[first:last].astype(np.float32), mel_slice.astype(np.float32), model_times
 
 
 def make_frontend_batch(
     sampler: RegionSampler, cache: Sequence[CachedFeatures], model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig
 ):
-    """gse: a batch from cached features. Returns frames, lengths, mel, mel_lengths (one per
+    """gse, whisper: a batch from cached features. Returns frames, lengths, mel, mel_lengths (one per
     region), g2p, text_lengths, labels (B,), positions (B, T) for the PDA targets and
     audio_index (B,): the region of each (text, label) row."""
     regions, pieces = [], []
@@ -355,7 +364,7 @@ def make_frontend_batch(
         region, hard, easy = sampler.draw(rng, tight=config.tight_regions)
         copy = int(rng.random() < config.augment_prob)
         right = region.offset + len(region.samples) / SAMPLE_RATE
-        pieces.append(slice_region(cache[region.source], copy, region.offset, right))
+        pieces.append(slice_region(cache[region.source], copy, region.offset, right, config.frontend))
         regions.append((region, hard, easy))
     rows = []  # (piece index, text, label)
     for index, (region, hard, easy) in enumerate(regions):
@@ -369,7 +378,7 @@ def make_frontend_batch(
             if not _contains(regions[other][0].words, region.keyword):
                 rows.append((other, region.keyword, 0.0))
     frames, lengths, mel, mel_lengths = pad_frontend([p[0] for p in pieces], [p[1] for p in pieces])
-    positions = torch.zeros(len(rows), frames.shape[1])
+    positions = torch.zeros(len(rows), max(len(p[2]) for p in pieces))
     for row, (index, text, label) in enumerate(rows):
         if label > 0.5:
             region = regions[index][0]
@@ -420,15 +429,33 @@ def evaluate_phrases(reranker, items: Sequence[AlignedAudio], n: int = 300, seed
 
 
 def build_kws(config: KWSTrainConfig, speech_dims: CTCDims | None) -> ParallelKWS:
+    switches = {"attention": config.attention, "pda_weight": config.pda_weight}
     if config.frontend == "gse":
-        switches = {"attention": config.attention, "pda_weight": config.pda_weight}
         dims = KWSDims.tiny(frontend="gse", **switches) if config.config == "tiny" else KWSDims.gse(**switches)
+    elif config.frontend == "whisper":
+        dims = KWSDims.whisper(**switches)
+        if config.config == "tiny":
+            dims.d, dims.path_channels = KWSDims.tiny().d, KWSDims.tiny().path_channels
     elif config.config == "tiny":
         dims = KWSDims.tiny(speech=speech_dims, attention=config.attention, pda_weight=config.pda_weight)
     else:
         dims = KWSDims.paper(speech_dims) if config.config == "paper" else KWSDims.fast(speech_dims)
         dims.attention, dims.pda_weight = config.attention, config.pda_weight
     return ParallelKWS(dims)
+
+
+def default_frontend(name: str, threads: int | None = None, packed: bool = False):
+    """The frozen pre-trained front-end of a cached-feature run: "gse" the speech embedding;
+    "whisper" whisper tiny.en, whole utterances unpadded (packed=False) for the training cache
+    or packed regions as the engine runs it."""
+    threads = threads or torch.get_num_threads()
+    if name == "gse":
+        from archive_search.embedders.frontends import SpeechEmbedding
+
+        return SpeechEmbedding(threads=threads)
+    from archive_search.embedders.whisper_encoder import WhisperKWSFrontend
+
+    return WhisperKWSFrontend(threads=threads, packed=packed)
 
 
 def train_kws(
@@ -447,8 +474,9 @@ def train_kws(
     frontend=None,
 ) -> KWSTrainResult:
     """Train (or resume) ParallelKWS with the conformer of `ctc_checkpoint` frozen, or (config
-    .frontend "gse") on cached speech-embedding features: `feature_cache` is their folder
-    (default OUT/features), `frontend` the front-end (default frontends.SpeechEmbedding)."""
+    .frontend "gse" or "whisper") on cached pre-trained front-end features: `feature_cache` is
+    their folder (default OUT/features; one folder per front-end), `frontend` the front-end
+    (default frontends.SpeechEmbedding or whisper_encoder.WhisperKWSFrontend)."""
     from archive_search.embedders.rerank import KWSReranker
 
     out_dir = Path(out_dir)
@@ -459,13 +487,11 @@ def train_kws(
     sampler = RegionSampler(items)
     valid = load_aligned(load_manifests(valid_manifests, valid_splits)) if valid_manifests else []
 
-    gse = config.frontend == "gse"
+    cached = config.frontend in CACHED_FRONTENDS
     cache: list[CachedFeatures] = []
-    if gse:
+    if cached:
         if frontend is None:
-            from archive_search.embedders.frontends import SpeechEmbedding
-
-            frontend = SpeechEmbedding(threads=torch.get_num_threads())
+            frontend = default_frontend(config.frontend)
         cache = build_feature_cache(items, frontend, feature_cache or out_dir / "features", config.seed)
         speech = None
     elif ctc_checkpoint is None:
@@ -473,6 +499,9 @@ def train_kws(
     else:
         speech, _ = load_ctc(ctc_checkpoint)
     model = build_kws(config, speech.dims if speech is not None else None)
+    if cache and cache[0].frames[0].shape[1] != model.dims.frontend_dim:
+        raise DataError(f"{feature_cache or out_dir / 'features'}: the cached frames are {cache[0].frames[0].shape[1]}-d, "
+                        f"not {config.frontend}'s {model.dims.frontend_dim}; give each front-end its own --cache")  # fmt: skip
     if resume and (out_dir / LAST_CHECKPOINT).is_file():
         model, _ = load_kws(out_dir / LAST_CHECKPOINT, speech=speech)
     elif speech is not None:
@@ -491,13 +520,13 @@ def train_kws(
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2))
     generator = torch.Generator().manual_seed(config.seed + step)
 
-    if not gse:
+    if not cached:
         n_mels = model.dims.speech_dims.n_mels
         batches = batch_stream(lambda generator: make_batch(sampler, generator, config, n_mels), rng, config.workers,
                                config.seed, step)  # fmt: skip
     started, loss_value, smoothed = time.time(), float("nan"), None
     while step < config.steps:
-        if gse:
+        if cached:
             frames, lengths, mel, mel_lengths, g2p, text_lengths, labels, positions, audio_index = make_frontend_batch(
                 sampler, cache, model, rng, config
             )
@@ -526,7 +555,11 @@ def train_kws(
             save_train_state(out_dir, step, optimizer, rng)
             log.plot(("loss", "bce", "smoothed"), title="ParallelKWS loss")
     model.eval()
-    valid_result = evaluate_phrases(KWSReranker(model, frontend=frontend), valid, valid_trials) if valid else None
+    valid_result = None
+    if valid:
+        # the engine encodes packed regions, not the cache's whole utterances
+        reranker_frontend = default_frontend("whisper", packed=True) if config.frontend == "whisper" else frontend
+        valid_result = evaluate_phrases(KWSReranker(model, frontend=reranker_frontend), valid, valid_trials)
     save_kws(out_dir / LAST_CHECKPOINT, model, extra={"step": step, "valid": valid_result, "train": run_info})
     return KWSTrainResult(
         out_dir=str(out_dir),

@@ -268,3 +268,41 @@ def test_gse_checkpoint_round_trip_without_a_conformer(tmp_path):
     loaded, extra = load_kws(path)
     inputs = _gse_inputs(model, _clips(), ["cat", "dog", "bird"])
     torch.testing.assert_close(model(*inputs).logits, loaded(*inputs).logits)
+
+
+# --------------------------------------------------------------------------- whisper front-end
+
+
+def _whisper_inputs(model, clips, texts):
+    from archive_search.embedders.whisper_encoder import WhisperKWSFrontend
+    from tests.embedders.test_rerank import FakeWhisper
+
+    outputs = WhisperKWSFrontend(encoder=FakeWhisper(dim=model.dims.frontend_dim), packed=False)(clips)
+    frames, lengths, mel, mel_lengths = pad_frontend([o.frames for o in outputs], [o.mel for o in outputs])
+    text, text_lengths = model.text_batch(texts)
+    return frames, lengths, text, text_lengths, mel, mel_lengths
+
+
+def test_whisper_dims_run_at_40_ms_and_padding_does_not_change_a_clip():
+    model = ParallelKWS(KWSDims.whisper())
+    assert model.speech is None and model.speech_up.in_channels == 384 and model.fbank_down.in_channels == 80
+    assert model.speech_up.stride == (2,) and not hasattr(model, "fbank_mid")
+    tiny = _model(seed=5, frontend="whisper", frontend_dim=24, frontend_mels=80)
+    clips, texts = _clips(seed=6, seconds=(0.61, 2.13, 1.3)), ["cat", "hello world", "a b"]
+    inputs = _whisper_inputs(tiny, clips, texts)
+    assert inputs[1].tolist() == [-(-int(s * 16000) // 320) for s in (0.61, 2.13, 1.3)]  # 20 ms states
+    assert inputs[5].tolist() == [int(s * 16000) // 160 for s in (0.61, 2.13, 1.3)]  # 10 ms mel
+    out = tiny(*inputs)
+    assert out.audio_lengths.tolist() == [(n + 1) // 2 for n in inputs[1].tolist()]  # E_a at 40 ms
+    assert out.affinity.shape[-1] == -(-inputs[0].shape[1] // 2)
+    single = torch.stack([tiny(*_whisper_inputs(tiny, [c], [t])).logits[0] for c, t in zip(clips, texts)])
+    torch.testing.assert_close(out.logits, single, atol=1e-5, rtol=1e-4)
+
+
+def test_whisper_checkpoint_round_trip(tmp_path):
+    model = _model(seed=8, frontend="whisper", frontend_dim=24, frontend_mels=80)
+    path = save_kws(tmp_path / "kws.pt", model)
+    assert read_kws_dims(path).frontend == "whisper" and read_kws_dims(path).frontend_dim == 24
+    loaded, _ = load_kws(path)
+    inputs = _whisper_inputs(model, _clips(), ["cat", "dog", "bird"])
+    torch.testing.assert_close(model(*inputs).logits, loaded(*inputs).logits)

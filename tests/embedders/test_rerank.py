@@ -132,9 +132,12 @@ class FakeWhisper:
     magnitude spectrum (so equal audio gives equal frames), plus a per-call offset such as
     whisper's states carry (which the reranker must standardise away)."""
 
-    def __init__(self, seed=0):
-        self.projection = np.random.default_rng(seed).standard_normal((161, 24)).astype(np.float32)
+    def __init__(self, seed=0, dim=24):
+        self.projection = np.random.default_rng(seed).standard_normal((161, dim)).astype(np.float32)
         self.calls = 0
+
+    def frames(self, clip):
+        return self.frames_packed([clip])[0]
 
     def frames_packed(self, clips):
         self.calls += 1
@@ -190,3 +193,18 @@ def test_tts_text_scoring_speaks_the_words_in_each_voice_and_scores_them_as_spok
     assert not np.allclose(single, scores)
     with pytest.raises(CheckpointError, match="unknown text scoring"):
         load_reranker(None, path, frontend=FakeFrontend(), text_scoring="phonemes")
+
+
+def test_whisper_kws_reranker_shares_one_whisper_encoding_and_loads_alone(tmp_path):
+    fake = FakeWhisper(dim=24)
+    torch.manual_seed(0)
+    model = ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80))
+    path = save_kws(tmp_path / "kws.pt", model, extra={"version": "whisper-w1"})
+    reranker = load_reranker(None, path, whisper=fake)
+    assert reranker.name == "parallelkws-whisper-w1+qbe-whisper" and reranker.qbe_features == "whisper"
+    regions = _regions()
+    scores = reranker.score_text(regions, [], "cat")
+    assert scores.shape == (len(regions),) and np.all((scores >= 0) & (scores <= 1))
+    assert fake.calls == 1  # the regions were packed into one whisper input
+    reranker.score_audio(regions, regions[0][:8000])
+    assert fake.calls == 2  # query by example reuses the same encoder

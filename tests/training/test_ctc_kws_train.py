@@ -185,3 +185,35 @@ def test_gse_kws_training_on_cached_features_reduces_loss_and_resumes(manifest, 
     frames, mel, times = slice_region(cache[0], 0, 0.5, 1.7)
     assert np.all((times >= 0.5) & (times < 1.7)) and len(frames) == 15
     assert len(mel) // 8 + 1 == len(frames)
+
+
+def test_whisper_kws_training_on_cached_frames_reduces_loss(manifest, tmp_path):
+    from archive_search.embedders.whisper_encoder import WhisperKWSFrontend
+    from archive_search.errors import DataError
+    from archive_search.training.kws import build_feature_cache, slice_region
+    from tests.embedders.test_parallelkws import FakeFrontend
+    from tests.embedders.test_rerank import FakeWhisper
+
+    frontend = WhisperKWSFrontend(encoder=FakeWhisper(dim=384), packed=False)
+    config = KWSTrainConfig(config="tiny", frontend="whisper", steps=20, batch_regions=8, save_every=10, device="cpu",
+                            augment_prob=0.5, lr=3e-3)  # fmt: skip
+    result = train_kws(config, None, [manifest], tmp_path / "kws", feature_cache=tmp_path / "cache", frontend=frontend)
+    rows = (tmp_path / "kws" / "loss.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    bce = [float(r.split(",")[header.index("bce")]) for r in rows[1:]]
+    assert len(bce) == 20 and np.mean(bce[-5:]) < np.mean(bce[:5])
+    reranker = load_reranker(None, result.checkpoint, whisper=FakeWhisper(dim=384))
+    assert reranker.name.startswith("parallelkws-whisper-")
+    assert 0 <= reranker.score_text([np.zeros(16000, np.float32)], [], "cat")[0] <= 1
+
+    # a region keeps the 20 ms states centred inside it, the two mel frames under each, and the
+    # times of the model's 40 ms frames (every other state) for the PDA targets
+    items = load_aligned(load_manifests([manifest]))
+    cache = build_feature_cache(items[:1], frontend, tmp_path / "cache")
+    frames, mel, times = slice_region(cache[0], 0, 0.5, 1.7, "whisper")
+    assert len(frames) == 60 and len(mel) == 120 and len(times) == 30
+    np.testing.assert_allclose(times[[0, -1]], [0.5, 1.66], atol=1e-6)
+    # a gse cache is not read as whisper frames
+    build_feature_cache(items, FakeFrontend(), tmp_path / "gse-cache")
+    with pytest.raises(DataError, match="own --cache"):
+        train_kws(config, None, [manifest], tmp_path / "kws2", feature_cache=tmp_path / "gse-cache", frontend=frontend)
