@@ -18,6 +18,9 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 JMCL_FILE = "jmcl.pt"
 CTC_FILE = "ctc.pt"
 KWS_FILE = "kws.pt"
+KWS_WHISPER_FILE = "kws-whisper.pt"
+"""ParallelKWS on whisper frames: the reranker of text_scoring="tts", which encodes the regions
+with whisper anyway (too slow for the default text path's latency target)."""
 
 
 @dataclass
@@ -37,8 +40,9 @@ class ModelBundle:
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None, text_scoring: str = "parallelkws") -> ModelBundle:
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
-    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt and calibration.json (default: the shipped
-    ones); a kws.pt on the "gse" front-end needs no ctc.pt. device: torch device name; default
+    checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt, kws-whisper.pt and calibration.json (default:
+    the shipped ones); a kws.pt on the "gse" front-end needs no ctc.pt; with text_scoring="tts"
+    kws-whisper.pt, when present, replaces kws.pt. device: torch device name; default
     CUDA when available, else CPU. text_scoring: "parallelkws", or "tts" (text queries spoken
     by TTS voices and reranked as spoken queries: slower, better on the development sets; see
     `embedders.rerank`). The bundle's name is the JMCL model's, since the index stores only
@@ -56,6 +60,8 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     audio, text = load_jmcl(directory / JMCL_FILE, resolved)
     reranker = None
     kws_path, ctc_path = directory / KWS_FILE, directory / CTC_FILE
+    if text_scoring == "tts" and (directory / KWS_WHISPER_FILE).is_file():
+        kws_path = directory / KWS_WHISPER_FILE
     # A ParallelKWS on the pre-trained speech embedding needs only kws.pt; the paper's
     # conformer path needs ctc.pt as well (without it there is no reranker, as before).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):

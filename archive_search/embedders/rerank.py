@@ -3,7 +3,9 @@
 Text query: every candidate region is scored by ParallelKWS against the query's words; the
 sigmoid output is the hit's probability. Or, with `text_scoring="tts"` (slower, better on the
 real development sets, docs/models.md), the words are spoken by several TTS voices (espeak-ng,
-flite) and each region's score is its mean DTW score against the clips, as for a spoken query.
+flite) and each region's score is its mean DTW score against the clips, as for a spoken query;
+with a ParallelKWS on whisper frames (`kws-whisper.pt`, session 10) that score is mixed with the
+model's probability, both from the one whisper encoding of the regions.
 
 Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
 decoding cannot be fed to a grapheme encoder). So a clip is compared with each region by
@@ -28,7 +30,7 @@ import torch
 from archive_search.embedders.ctc import CTCConformer, CTCDims, fbank_batch, load_ctc
 from archive_search.embedders.parallelkws import KWSDims, ParallelKWS, load_kws, pad_frontend, read_kws_dims
 from archive_search.embedders.speech_synthesis import QueryVoice, speak_as
-from archive_search.embedders.whisper_encoder import standardise
+from archive_search.embedders.whisper_encoder import kws_frames, standardise
 from archive_search.errors import CheckpointError, QueryError
 
 QBE_FEATURES = ("whisper", "conformer", "gse", "fbank")
@@ -51,6 +53,10 @@ JMCL alone and the probability alone beside the log-mel `fast` JMCL; beside the 
 JMCL shipped since session 9, 0.1 has the best mean text MAP over the real and the synthetic
 development archives (0, JMCL alone, leads on the real one by 0.02 and trails on the synthetic
 one by 0.03; 0.25 and 0.5 are worse on both; docs/models.md)."""
+
+TTS_KWS_WEIGHT = 0.5
+"""`tts_kws_weight`: with text_scoring="tts" and a whisper-front-end ParallelKWS, the share of its
+probability in the second-stage score against the voices' DTW score (docs/models.md)."""
 
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
@@ -82,6 +88,9 @@ class KWSReranker:
     """"parallelkws", or "tts": the query's words spoken by `tts_voices`, then scored as
     spoken queries (use `text_weight=TTS_TEXT_WEIGHT` with it; `load_reranker` does)."""
     tts_voices: tuple[QueryVoice, ...] = TTS_VOICES
+    tts_kws_weight: float = TTS_KWS_WEIGHT
+    """With text_scoring="tts" and a "whisper" model: a region's second-stage score is
+    tts_kws_weight x ParallelKWS probability + (1 - tts_kws_weight) x the voices' DTW score."""
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
@@ -128,11 +137,12 @@ class KWSReranker:
     def n_mels(self) -> int:
         return self.speech.dims.n_mels if self.speech is not None else CTCDims().n_mels
 
-    def _forward(self, batch: list[np.ndarray], text: torch.Tensor, text_lengths: torch.Tensor):
+    def _forward(self, batch: list[np.ndarray], text: torch.Tensor, text_lengths: torch.Tensor, outputs=None):
+        """outputs: the batch's front-end frames when already computed."""
         if self.model.dims.uses_conformer:
             feats, lengths = fbank_batch(batch, self.n_mels)
             return self.model(feats.to(self.device), lengths.to(self.device), text, text_lengths)
-        outputs = self._frontend()(batch)
+        outputs = outputs if outputs is not None else self._frontend()(batch)
         frames, lengths, mel, mel_lengths = pad_frontend([o.frames for o in outputs], [o.mel for o in outputs])
         d = self.device
         return self.model(frames.to(d), lengths.to(d), text, text_lengths, mel.to(d), mel_lengths.to(d))
@@ -143,19 +153,38 @@ class KWSReranker:
 
         ParallelKWS reads the words' graphemes (its text encoder is g2p_en's); `phonemes` are
         accepted for the protocol and not used. With text_scoring="tts" the words are spoken
-        by each of `tts_voices` and a region's score is its mean DTW score against the clips.
+        by each of `tts_voices` and a region's score is its mean DTW score against the clips,
+        mixed with the ParallelKWS probability (`tts_kws_weight`) for a "whisper" model.
         """
         if len(regions) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.text_scoring == "tts":
-            return self._score_spoken(regions, [speak_as(words, voice) for voice in self.tts_voices])
+        if self.text_scoring != "tts":
+            return self._probability(regions, words)
+        clips = [speak_as(words, voice) for voice in self.tts_voices]
+        if self.model.dims.frontend != "whisper" or self.qbe_features != "whisper" or self.tts_kws_weight == 0:
+            return self._score_spoken(regions, clips)
+        # one whisper input holds the voices' clips and the regions; the DTW and ParallelKWS
+        # both read the regions' states from it
+        states = self._whisper().frames_packed([*clips, *regions])
+        unit = [whisper_unit_rows(f) for f in states]
+        spoken = _mean_dtw(unit[: len(clips)], unit[len(clips) :])
+        frames = [kws_frames(region, f) for region, f in zip(regions, states[len(clips) :])]
+        probability = self._probability(regions, words, frames)
+        return (self.tts_kws_weight * probability + (1 - self.tts_kws_weight) * spoken).astype(np.float32)
+
+    @torch.no_grad()
+    def _probability(self, regions: Sequence[np.ndarray], words: str, frames: Sequence | None = None) -> np.ndarray:
+        """(N,) ParallelKWS probability of `words` in each region; `frames`: the regions'
+        front-end outputs when already computed."""
         states = self.model.g2p_states(words).to(self.device)
-        scores = []
+        scores, first = [], 0
         for batch in _batches(regions):
             text = states.unsqueeze(0).expand(len(batch), -1, -1)
             text_lengths = torch.full((len(batch),), states.shape[0], dtype=torch.long)
-            output = self._forward(batch, text, text_lengths.to(self.device))
+            outputs = frames[first : first + len(batch)] if frames is not None else None
+            output = self._forward(batch, text, text_lengths.to(self.device), outputs)
             scores.append(torch.sigmoid(output.logits).cpu().numpy())
+            first += len(batch)
         return np.concatenate(scores).astype(np.float32)
 
     @torch.no_grad()
@@ -167,8 +196,7 @@ class KWSReranker:
         if self.qbe_features == "whisper":
             # whisper's states carry a large per-input offset, so each clip is standardised
             # over its own frames first (raw states ranked dev queries far worse, docs/models.md)
-            frames = self._whisper().frames_packed(list(clips))
-            return [unit_rows(standardise(f) if len(f) > 1 else f) for f in frames]
+            return [whisper_unit_rows(f) for f in self._whisper().frames_packed(list(clips))]
         if self.qbe_features == "gse":
             return [unit_rows(out.frames) for out in self._frontend()(list(clips))]
         for batch in _batches(clips):
@@ -196,9 +224,20 @@ class KWSReranker:
         """(N,) mean subsequence-DTW score of each region against the query clips."""
         # one call: whisper encodes the queries and the regions packed into one canonical input
         states = self.frame_states([*queries, *regions])
-        query_states, region_states = states[: len(queries)], states[len(queries) :]
-        scores = [[subsequence_dtw_similarity(q, r) for r in region_states] for q in query_states]
-        return np.mean(scores, axis=0).astype(np.float32)
+        return _mean_dtw(states[: len(queries)], states[len(queries) :])
+
+
+def _mean_dtw(query_states: Sequence[np.ndarray], region_states: Sequence[np.ndarray]) -> np.ndarray:
+    """(N,) mean subsequence-DTW similarity of each region's unit frames against the queries'."""
+    scores = [[subsequence_dtw_similarity(q, r) for r in region_states] for q in query_states]
+    return np.mean(scores, axis=0).astype(np.float32)
+
+
+def whisper_unit_rows(states: np.ndarray) -> np.ndarray:
+    """One clip's whisper states (T, D) -> DTW frames: standardised over the clip (its states
+    carry a large per-input offset; raw states ranked dev queries far worse, docs/models.md),
+    then unit rows."""
+    return unit_rows(standardise(states) if len(states) > 1 else states)
 
 
 def unit_rows(frames: np.ndarray) -> np.ndarray:
@@ -265,6 +304,8 @@ def load_reranker(ctc_path: str | Path | None, kws_path: str | Path, device: str
         reranker.name += f"+qbe-{reranker.qbe_features}"
     if text_scoring == "tts":  # the voices change the scores, so they key the calibration too
         reranker.name += "+text-tts-" + "-".join(voice.name for voice in reranker.tts_voices)
+        if model.dims.frontend == "whisper":
+            reranker.name += f"+kws{reranker.tts_kws_weight:g}"
     return reranker
 
 

@@ -198,12 +198,15 @@ class WhisperKWSFrontend:
         clips = [np.asarray(clip, dtype=np.float32) for clip in clips]
         encoder = self._encoder()
         states = encoder.frames_packed(clips) if self.packed else [encoder.frames(clip) for clip in clips]
-        result = []
-        for clip, frames in zip(clips, states):
-            mel = whisper_log_mel(clip)
-            frames = frames[: -(-len(mel) // MEL_PER_FRAME)] if len(mel) else frames[:1]
-            result.append(WhisperFrames(frames, WhisperEncoder.frame_times(len(frames)), mel))
-        return result
+        return [kws_frames(clip, frames) for clip, frames in zip(clips, states)]
+
+
+def kws_frames(clip: np.ndarray, states: np.ndarray) -> WhisperFrames:
+    """A clip (S,) and its encoder states (T, D), however encoded -> WhisperFrames with the
+    clip's own log-mel; states past the mel's end (T = ceil(M / 2)) are dropped."""
+    mel = whisper_log_mel(clip)
+    states = states[: -(-len(mel) // MEL_PER_FRAME)] if len(mel) else states[:1]
+    return WhisperFrames(states, WhisperEncoder.frame_times(len(states)), mel)
 
 
 @functools.lru_cache(maxsize=1)

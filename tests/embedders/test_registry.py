@@ -64,6 +64,19 @@ def test_a_gse_reranker_needs_only_kws_pt(tmp_path, monkeypatch):
     assert bundle.reranker.score_text([samples], [], "hello").shape == (1,)
 
 
+def test_tts_scoring_loads_the_whisper_kws_checkpoint_when_present(tmp_path, monkeypatch):
+    from archive_search.embedders import frontends
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    monkeypatch.setattr(frontends, "SpeechEmbedding", lambda threads=1: FakeFrontend())
+    save_jmcl(tmp_path / registry.JMCL_FILE, build_model("tiny"))
+    save_kws(tmp_path / registry.KWS_FILE, ParallelKWS(KWSDims.tiny(frontend="gse")))
+    assert registry.load_models(tmp_path, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "gse"
+    save_kws(tmp_path / registry.KWS_WHISPER_FILE, ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80)))
+    assert registry.load_models(tmp_path, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "whisper"
+    assert registry.load_models(tmp_path, device="cpu").reranker.model.dims.frontend == "gse"  # the fast default path
+
+
 def test_the_shipped_models_have_a_shipped_calibration():
     """calibration.json is keyed by model names; a name that drifts (say, a new dims field
     changing the weight hash) would silently turn the shipped calibration off."""

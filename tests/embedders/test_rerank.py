@@ -195,6 +195,23 @@ def test_tts_text_scoring_speaks_the_words_in_each_voice_and_scores_them_as_spok
         load_reranker(None, path, frontend=FakeFrontend(), text_scoring="phonemes")
 
 
+@pytest.mark.skipif(not all(map(__import__("shutil").which, ("espeak-ng", "flite"))), reason="espeak-ng or flite is not installed")
+def test_tts_scoring_with_a_whisper_model_mixes_its_probability_and_the_dtw_from_one_encoding(tmp_path):
+    torch.manual_seed(1)
+    model = ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80))
+    path = save_kws(tmp_path / "kws-whisper.pt", model, extra={"version": "whisper-w1"})
+    fake = FakeWhisper(dim=24)
+    reranker = load_reranker(None, path, whisper=fake, text_scoring="tts")
+    assert reranker.name == "parallelkws-whisper-w1+qbe-whisper+text-tts-en-us-slt-awb+kws0.5"
+    regions = _regions()
+    mixed = reranker.score_text(regions, [], "yellow")
+    assert fake.calls == 1  # voices and regions in one whisper input, read by both scores
+    spoken = dataclasses.replace(reranker, tts_kws_weight=0.0).score_text(regions, [], "yellow")
+    probability = reranker._probability(regions, "yellow")  # the regions encoded on their own
+    np.testing.assert_allclose(mixed, 0.5 * probability + 0.5 * spoken, atol=1e-5)
+    assert not np.allclose(mixed, spoken)
+
+
 def test_whisper_kws_reranker_shares_one_whisper_encoding_and_loads_alone(tmp_path):
     fake = FakeWhisper(dim=24)
     torch.manual_seed(0)
