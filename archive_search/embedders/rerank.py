@@ -172,6 +172,14 @@ class KWSReranker:
         probability = self._probability(regions, words, frames)
         return (self.tts_kws_weight * probability + (1 - self.tts_kws_weight) * spoken).astype(np.float32)
 
+    def encode_ahead(self, regions: Sequence[np.ndarray]) -> None:
+        """Encode regions that many `score_text` calls will score (an evaluation's trials)
+        in one go, when the model's front-end can keep them (a "whisper" model)."""
+        if self.text_scoring == "parallelkws" and not self.model.dims.uses_conformer:
+            frontend = self._frontend()
+            if hasattr(frontend, "encode_ahead"):
+                frontend.encode_ahead(regions)
+
     @torch.no_grad()
     def _probability(self, regions: Sequence[np.ndarray], words: str, frames: Sequence | None = None) -> np.ndarray:
         """(N,) ParallelKWS probability of `words` in each region; `frames`: the regions'

@@ -57,6 +57,10 @@ class RerankerScorer:
         self.reranker = reranker
         self.name = reranker.name
 
+    def encode_ahead(self, regions: Sequence[np.ndarray]) -> None:
+        if hasattr(self.reranker, "encode_ahead"):
+            self.reranker.encode_ahead(regions)
+
     def score(self, regions: Sequence[np.ndarray], text: str) -> np.ndarray:
         pronunciation = pronounce(text)
         return np.asarray(self.reranker.score_text(list(regions), pronunciation.phonemes, pronunciation.text), dtype=np.float64)
@@ -127,6 +131,8 @@ def score_trials(trials: Sequence[PhraseTrial], scorer: TextScorer) -> np.ndarra
     """Scores of every trial, one scorer call per distinct text."""
     scores = np.zeros(len(trials), dtype=np.float64)
     by_text: dict[str, list[int]] = {}
+    if hasattr(scorer, "encode_ahead"):  # a region is scored against several texts, one call each
+        scorer.encode_ahead([trial.audio for trial in trials])
     for index, trial in enumerate(trials):
         by_text.setdefault(trial.text, []).append(index)
     for text, indices in by_text.items():

@@ -225,3 +225,8 @@ def test_whisper_kws_reranker_shares_one_whisper_encoding_and_loads_alone(tmp_pa
     assert fake.calls == 1  # the regions were packed into one whisper input
     reranker.score_audio(regions, regions[0][:8000])
     assert fake.calls == 2  # query by example reuses the same encoder
+    # an evaluation encodes its regions ahead, once, then scores them against many texts
+    reranker.encode_ahead(regions)
+    assert fake.calls == 3
+    again = [reranker.score_text(regions, [], text) for text in ("cat", "dog")]
+    assert fake.calls == 3 and again[0].shape == (3,) and not np.allclose(again[0], again[1])
