@@ -27,5 +27,5 @@ def _variant(weight: float, field: str = "text_weight", text_scoring: str = "par
 
 for _percent in (0, 10, 25, 50):
     globals()[f"tw_{_percent}"] = _variant(_percent / 100)
-for _percent in (0, 25, 50, 75, 100):
+for _percent in (0, 10, 25, 50, 75, 100):
     globals()[f"tts_kws_{_percent}"] = _variant(_percent / 100, "tts_kws_weight", "tts")
