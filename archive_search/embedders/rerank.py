@@ -54,7 +54,7 @@ JMCL shipped since session 9, 0.1 has the best mean text MAP over the real and t
 development archives (0, JMCL alone, leads on the real one by 0.02 and trails on the synthetic
 one by 0.03; 0.25 and 0.5 are worse on both; docs/models.md)."""
 
-TTS_KWS_WEIGHT = 0.5
+TTS_KWS_WEIGHT = 0.1
 """`tts_kws_weight`: with text_scoring="tts" and a whisper-front-end ParallelKWS, the share of its
 probability in the second-stage score against the voices' DTW score (docs/models.md)."""
 

@@ -113,6 +113,22 @@ def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
     assert reranker.name == f"parallelkws-{payload['extra']['version']}+qbe-whisper" and reranker.text_weight == TEXT_WEIGHT
 
 
+def test_shipped_whisper_kws_checkpoint_is_small_and_reranks_tts_queries():
+    from archive_search.embedders.parallelkws import read_kws_dims
+    from archive_search.embedders.registry import CHECKPOINT_DIR, KWS_WHISPER_FILE
+
+    path = CHECKPOINT_DIR / KWS_WHISPER_FILE
+    if not path.is_file():
+        pytest.skip("no kws-whisper.pt shipped")
+    payload = torch.load(path, weights_only=True)
+    assert path.stat().st_size < 25e6 and payload["extra"]["version"].startswith("whisper-")
+    assert all(t.dtype == torch.float16 for t in payload["state_dict"].values() if t.is_floating_point())
+    dims = read_kws_dims(path)
+    assert dims.frontend == "whisper" and dims.frontend_dim == 384 and dims.frontend_mels == 80
+    reranker = load_reranker(None, path, whisper=FakeWhisper(dim=384), text_scoring="tts")
+    assert reranker.name.startswith(f"parallelkws-{payload['extra']['version']}+qbe-whisper+text-tts-")
+
+
 def test_gse_reranker_without_openwakeword_loads_and_fails_only_when_scoring(monkeypatch):
     import importlib.util
 
@@ -197,18 +213,20 @@ def test_tts_text_scoring_speaks_the_words_in_each_voice_and_scores_them_as_spok
 
 @pytest.mark.skipif(not all(map(__import__("shutil").which, ("espeak-ng", "flite"))), reason="espeak-ng or flite is not installed")
 def test_tts_scoring_with_a_whisper_model_mixes_its_probability_and_the_dtw_from_one_encoding(tmp_path):
+    from archive_search.embedders.rerank import TTS_KWS_WEIGHT
+
     torch.manual_seed(1)
     model = ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80))
     path = save_kws(tmp_path / "kws-whisper.pt", model, extra={"version": "whisper-w1"})
     fake = FakeWhisper(dim=24)
     reranker = load_reranker(None, path, whisper=fake, text_scoring="tts")
-    assert reranker.name == "parallelkws-whisper-w1+qbe-whisper+text-tts-en-us-slt-awb+kws0.5"
+    assert reranker.name == f"parallelkws-whisper-w1+qbe-whisper+text-tts-en-us-slt-awb+kws{TTS_KWS_WEIGHT:g}"
     regions = _regions()
     mixed = reranker.score_text(regions, [], "yellow")
     assert fake.calls == 1  # voices and regions in one whisper input, read by both scores
     spoken = dataclasses.replace(reranker, tts_kws_weight=0.0).score_text(regions, [], "yellow")
     probability = reranker._probability(regions, "yellow")  # the regions encoded on their own
-    np.testing.assert_allclose(mixed, 0.5 * probability + 0.5 * spoken, atol=1e-5)
+    np.testing.assert_allclose(mixed, TTS_KWS_WEIGHT * probability + (1 - TTS_KWS_WEIGHT) * spoken, atol=1e-5)
     assert not np.allclose(mixed, spoken)
 
 
