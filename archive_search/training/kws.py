@@ -589,8 +589,10 @@ def evaluate_fsdd(reranker, folder: str | Path, per_digit: int = 30, seed: int =
     # query by example: per digit, two random clips as queries against all other clips
     qbe = {}
     own = "conformer" if reranker.model.dims.uses_conformer else reranker.qbe_features
-    # the reranker's own frames, the speech embedding's beside whisper's, and pooled log-mel
-    for features in [own] + (["gse"] if own == "whisper" else []) + (["fbank"] if own != "fbank" else []):
+    # the reranker's own frames, the speech embedding's beside whisper's (a gse model has it),
+    # and pooled log-mel
+    gse = ["gse"] if own == "whisper" and reranker.model.dims.frontend == "gse" else []
+    for features in [own] + gse + (["fbank"] if own != "fbank" else []):
         scorer = dataclasses.replace(reranker, qbe_features=features)
         rng = np.random.default_rng(seed)  # the same queries for every feature kind
         truth, scores = [], []

@@ -217,3 +217,21 @@ def test_whisper_kws_training_on_cached_frames_reduces_loss(manifest, tmp_path):
     build_feature_cache(items, FakeFrontend(), tmp_path / "gse-cache")
     with pytest.raises(DataError, match="own --cache"):
         train_kws(config, None, [manifest], tmp_path / "kws2", feature_cache=tmp_path / "gse-cache", frontend=frontend)
+
+
+def test_fsdd_evaluation_of_a_whisper_model_compares_its_own_frames_and_log_mel(tmp_path):
+    from archive_search.embedders.parallelkws import KWSDims, ParallelKWS
+    from archive_search.embedders.rerank import KWSReranker
+    from archive_search.training.kws import evaluate_fsdd
+    from tests.embedders.test_rerank import FakeWhisper
+    from tests.fakes import tone_word, write_wav
+
+    from tests.fakes import WORD_BANDS
+
+    for digit, word in zip("01", list(WORD_BANDS)[:2]):  # two distinct tone "words" stand in for digits
+        for take in range(2):
+            write_wav(tmp_path / f"{digit}_spk_{take}.wav", tone_word(word))
+    reranker = KWSReranker(ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80)), whisper=FakeWhisper())
+    result = evaluate_fsdd(reranker, tmp_path, per_digit=2)
+    assert result["clips"] == 4 and set(result) == {"text", "qbe_dtw_whisper", "qbe_dtw_fbank", "clips"}
+    assert result["qbe_dtw_whisper"]["eer"] < 0.5  # the same tone word finds itself
