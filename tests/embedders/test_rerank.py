@@ -96,35 +96,37 @@ def test_gse_reranker_scores_and_query_by_example_without_openwakeword(tmp_path)
         load_reranker(None, conformer)
 
 
-def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
+def _shipped_kws(file_name: str, frontend: str):
+    """A shipped KWS checkpoint's path and payload, checked for size, float16 weights, version
+    and front-end (skips when this checkout ships none)."""
     from archive_search.embedders.parallelkws import read_kws_dims
-    from archive_search.embedders.registry import CHECKPOINT_DIR, KWS_FILE
+    from archive_search.embedders.registry import CHECKPOINT_DIR
 
-    path = CHECKPOINT_DIR / KWS_FILE
+    path = CHECKPOINT_DIR / file_name
     if not path.is_file():
-        pytest.skip("no kws.pt shipped")
+        pytest.skip(f"no {file_name} shipped")
     payload = torch.load(path, weights_only=True)
-    assert path.stat().st_size < 25e6 and payload["extra"]["version"].startswith("gse-")
+    assert path.stat().st_size < 25e6 and payload["extra"]["version"].startswith(f"{frontend}-")
     assert all(t.dtype == torch.float16 for t in payload["state_dict"].values() if t.is_floating_point())
-    assert read_kws_dims(path).frontend == "gse"
+    assert read_kws_dims(path).frontend == frontend
+    return path, payload
+
+
+def test_shipped_kws_checkpoint_is_a_small_gse_model_that_loads_alone():
+    from archive_search.embedders.registry import KWS_FILE
     from tests.embedders.test_parallelkws import FakeFrontend
 
+    path, payload = _shipped_kws(KWS_FILE, "gse")
     reranker = load_reranker(None, path, frontend=FakeFrontend())  # the real front-end is tested in test_frontends
     assert reranker.name == f"parallelkws-{payload['extra']['version']}+qbe-whisper" and reranker.text_weight == TEXT_WEIGHT
 
 
 def test_shipped_whisper_kws_checkpoint_is_small_and_reranks_tts_queries():
     from archive_search.embedders.parallelkws import read_kws_dims
-    from archive_search.embedders.registry import CHECKPOINT_DIR, KWS_WHISPER_FILE
+    from archive_search.embedders.registry import KWS_WHISPER_FILE
 
-    path = CHECKPOINT_DIR / KWS_WHISPER_FILE
-    if not path.is_file():
-        pytest.skip("no kws-whisper.pt shipped")
-    payload = torch.load(path, weights_only=True)
-    assert path.stat().st_size < 25e6 and payload["extra"]["version"].startswith("whisper-")
-    assert all(t.dtype == torch.float16 for t in payload["state_dict"].values() if t.is_floating_point())
-    dims = read_kws_dims(path)
-    assert dims.frontend == "whisper" and dims.frontend_dim == 384 and dims.frontend_mels == 80
+    path, payload = _shipped_kws(KWS_WHISPER_FILE, "whisper")
+    assert read_kws_dims(path).frontend_dim == 384 and read_kws_dims(path).frontend_mels == 80
     reranker = load_reranker(None, path, whisper=FakeWhisper(dim=384), text_scoring="tts")
     assert reranker.name.startswith(f"parallelkws-{payload['extra']['version']}+qbe-whisper+text-tts-")
 
