@@ -185,8 +185,9 @@ class WhisperKWSFrontend:
     (`WhisperEncoder.frames_packed`), so ten candidate regions cost one whisper input.
     packed=False (training caches): each clip, a whole utterance, is encoded alone, unpadded."""
 
-    MEMO_CLIPS = 20_000
-    """Clips whose states `encode_ahead` keeps (an evaluation's trials; ~40 MB per 1,000 s)."""
+    MEMO_CLIPS = 2_000
+    """Clips whose states `encode_ahead` keeps at most (an evaluation's trials; states take
+    ~77 MB per 1,000 s of audio, so ~300 MB for 2,000 regions of 2 s)."""
 
     def __init__(self, encoder: WhisperEncoder | None = None, threads: int = 1, packed: bool = True):
         self.encoder = encoder
