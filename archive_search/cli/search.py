@@ -39,8 +39,9 @@ def _clock(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score.")
 @click.option("--clips", type=click.Path(file_okay=False, path_type=Path), help="Write each hit's audio here as wav.")
 @click.option("--tts", is_flag=True,
-              help="Speak the text query with three TTS voices (espeak-ng, flite) and rerank it as a spoken query: 1-2 s per query "
-                   "instead of 0.1 s, better ranking on the development sets (most on rare words).")  # fmt: skip
+              help="Speak the text query with three TTS voices (espeak-ng, flite) and rerank it as a spoken query, with the "
+                   "whisper-frame ParallelKWS mixed in: 1-2 s per query instead of 0.1 s, better ranking on the development "
+                   "sets (most on rare words).")  # fmt: skip
 @domain_errors
 def main(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
          as_json: bool, clips: Path | None, tts: bool) -> None:
