@@ -104,7 +104,9 @@ class KWSDims:
     @classmethod
     def whisper(cls, **overrides) -> "KWSDims":
         """The paper's sizes on whisper tiny.en's encoder states (E_a at 40 ms)."""
-        return cls(frontend="whisper", frontend_dim=384, frontend_mels=80, **overrides)
+        from archive_search.embedders.whisper_encoder import WHISPER_DIM, WHISPER_MELS
+
+        return cls(frontend="whisper", frontend_dim=WHISPER_DIM, frontend_mels=WHISPER_MELS, **overrides)
 
     @property
     def uses_conformer(self) -> bool:

@@ -45,6 +45,9 @@ _FRAME = 320
 WHISPER_DIM = 384
 """Width of tiny.en's encoder states."""
 
+WHISPER_MELS = 80
+"""Bins of whisper's log-mel (its encoder's input)."""
+
 PACK_GAP_S = 0.5
 """Seconds of silence between clips packed into one chunk (`WhisperEncoder.frames_packed`)."""
 
@@ -219,8 +222,9 @@ class WhisperKWSFrontend:
         clips = [np.asarray(clip, dtype=np.float32) for clip in clips]
         states = [self._memo.get(_clip_key(clip)) for clip in clips] if self._memo else [None] * len(clips)
         missing = [index for index, found in enumerate(states) if found is None]
-        for index, found in zip(missing, self._encode([clips[index] for index in missing]) if missing else []):
-            states[index] = found
+        if missing:
+            for index, found in zip(missing, self._encode([clips[index] for index in missing])):
+                states[index] = found
         return [kws_frames(clip, frames) for clip, frames in zip(clips, states)]
 
 
@@ -242,7 +246,7 @@ def _feature_extractor():
         from faster_whisper.feature_extractor import FeatureExtractor
     except ImportError as exc:
         raise CheckpointError("the whisper front-end needs faster-whisper (run scripts/setup.sh)") from exc
-    return FeatureExtractor(feature_size=80)
+    return FeatureExtractor(feature_size=WHISPER_MELS)
 
 
 def whisper_log_mel(samples: np.ndarray) -> np.ndarray:

@@ -433,9 +433,10 @@ def build_kws(config: KWSTrainConfig, speech_dims: CTCDims | None) -> ParallelKW
     if config.frontend == "gse":
         dims = KWSDims.tiny(frontend="gse", **switches) if config.config == "tiny" else KWSDims.gse(**switches)
     elif config.frontend == "whisper":
-        dims = KWSDims.whisper(**switches)
-        if config.config == "tiny":
-            dims.d, dims.path_channels = KWSDims.tiny().d, KWSDims.tiny().path_channels
+        from archive_search.embedders.whisper_encoder import WHISPER_DIM, WHISPER_MELS
+
+        tiny = KWSDims.tiny(frontend="whisper", frontend_dim=WHISPER_DIM, frontend_mels=WHISPER_MELS, **switches)
+        dims = tiny if config.config == "tiny" else KWSDims.whisper(**switches)
     elif config.config == "tiny":
         dims = KWSDims.tiny(speech=speech_dims, attention=config.attention, pda_weight=config.pda_weight)
     else:
