@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from archive_search.cli.common import domain_errors
+from archive_search.embedders.registry import TEXT_SCORINGS
 from archive_search.errors import EvaluationError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -49,10 +50,11 @@ def _remember(context: click.Context, parameter: click.Parameter, value):
 
 
 def models_options(function):
-    function = click.option("--text-scoring", type=click.Choice(["parallelkws", "tts"]), default="parallelkws", show_default=True,
+    function = click.option("--text-scoring", type=click.Choice(TEXT_SCORINGS), default="parallelkws", show_default=True,
                             expose_value=False, callback=_remember,
-                            help="How the reranker scores text queries: ParallelKWS, or the words spoken by TTS voices "
-                                 "and scored as a spoken query.")(function)  # fmt: skip
+                            help="How the reranker scores text queries: ParallelKWS on speech-embedding frames (kws.pt) "
+                                 "or on whisper frames (kws-whisper.pt), or the words spoken by TTS voices and scored "
+                                 "as a spoken query.")(function)  # fmt: skip
     function = click.option("--bundle", "factory", default=None, hidden=True, help="module:function returning a ModelBundle.")(function)
     return click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Checkpoint folder (default: the shipped models).")(function)  # fmt: skip

@@ -9,7 +9,7 @@ import click
 
 from archive_search.api import Archive
 from archive_search.cli.common import domain_errors, index_option, printable, resolve_index
-from archive_search.embedders.registry import load_models
+from archive_search.embedders.registry import TEXT_SCORINGS, load_models
 from archive_search.errors import QueryError
 from archive_search.search.engine import Hit, write_clip
 
@@ -38,21 +38,26 @@ def _clock(seconds: float) -> str:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Only hits scoring at least this.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score.")
 @click.option("--clips", type=click.Path(file_okay=False, path_type=Path), help="Write each hit's audio here as wav.")
-@click.option("--tts", is_flag=True,
-              help="Speak the text query with three TTS voices (espeak-ng, flite) and rerank it as a spoken query, with the "
-                   "whisper-frame ParallelKWS mixed in: 1-2 s per query instead of 0.1 s, better ranking on the development "
-                   "sets (most on rare words).")  # fmt: skip
+@click.option("--text-scoring", type=click.Choice(TEXT_SCORINGS), default=None,
+              help="How text hits are reranked: parallelkws (the default, ~0.1 s per query on CPU); parallelkws-whisper "
+                   "(ParallelKWS on whisper tiny.en frames: ~0.7 s, better ranking on every held-out set); tts (the "
+                   "words spoken by three TTS voices, espeak-ng and flite, and reranked as a spoken query with the "
+                   "whisper-frame ParallelKWS mixed in: ~1-2 s, best).")  # fmt: skip
+@click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")
 @domain_errors
 def main(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
-         as_json: bool, clips: Path | None, tts: bool) -> None:
+         as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool) -> None:
     """Search the index for QUERY (a word or short phrase), or for the word spoken in --audio CLIP."""
     if query is not None and audio is not None:
         raise QueryError("give either a text query or --audio, not both")
     if query is None and audio is None:
         raise QueryError("the query is empty: give a word or phrase, or --audio clip.wav")
-    if tts and audio is not None:
-        raise QueryError("--tts speaks a text query; an --audio query is already spoken")
-    models = load_models(text_scoring="tts") if tts else None  # None: the shipped defaults
+    if tts and text_scoring not in (None, "tts"):
+        raise QueryError(f"--tts is short for --text-scoring tts; it contradicts --text-scoring {text_scoring}")
+    text_scoring = "tts" if tts else text_scoring
+    if text_scoring is not None and audio is not None:
+        raise QueryError("--text-scoring and --tts choose how text queries are scored; an --audio query is already spoken")
+    models = load_models(text_scoring=text_scoring) if text_scoring else None  # None: the shipped defaults
     archive = Archive.open(resolve_index(index_dir), models=models)
     if audio is not None:
         hits = archive.search_audio(audio, top=top, threshold=threshold)

@@ -19,8 +19,14 @@ JMCL_FILE = "jmcl.pt"
 CTC_FILE = "ctc.pt"
 KWS_FILE = "kws.pt"
 KWS_WHISPER_FILE = "kws-whisper.pt"
-"""ParallelKWS on whisper frames: the reranker of text_scoring="tts", which encodes the regions
-with whisper anyway (too slow for the default text path's latency target)."""
+"""ParallelKWS on whisper frames: the reranker of text_scoring="parallelkws-whisper" and "tts" (too
+slow for the default text path's latency target: it runs whisper over the regions)."""
+
+TEXT_SCORINGS = ("parallelkws", "parallelkws-whisper", "tts")
+"""How the engine scores text queries, fastest first: kws.pt's ParallelKWS (speech-embedding
+frames, ~0.1 s per query on CPU); kws-whisper.pt's ParallelKWS (whisper frames, ~0.7 s, better
+text MAP on every held-out set); the query's words spoken by TTS voices and reranked as a spoken
+query with kws-whisper.pt mixed in (~1-2 s, best). docs/models.md has the figures."""
 
 
 @dataclass
@@ -41,18 +47,18 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     """Load the JMCL encoders and, when its two checkpoints are present, the ParallelKWS reranker.
 
     checkpoint_dir holds jmcl.pt, ctc.pt, kws.pt, kws-whisper.pt and calibration.json (default:
-    the shipped ones); a kws.pt on the "gse" front-end needs no ctc.pt; with text_scoring="tts"
-    kws-whisper.pt, when present, replaces kws.pt. device: torch device name; default
-    CUDA when available, else CPU. text_scoring: "parallelkws", or "tts" (text queries spoken
-    by TTS voices and reranked as spoken queries: slower, better on the development sets; see
-    `embedders.rerank`). The bundle's name is the JMCL model's, since the index stores only
-    JMCL audio vectors.
+    the shipped ones); a kws.pt on the "gse" front-end needs no ctc.pt. device: torch device
+    name; default CUDA when available, else CPU. text_scoring: one of `TEXT_SCORINGS`;
+    "parallelkws-whisper" needs kws-whisper.pt, and "tts" uses it, when present, instead of
+    kws.pt. The bundle's name is the JMCL model's, since the index stores only JMCL audio vectors.
     """
     from archive_search.embedders.jmcl import default_device, load_jmcl
     from archive_search.embedders.parallelkws import read_kws_dims
     from archive_search.embedders.rerank import load_reranker
     from archive_search.search.calibration import CALIBRATION_FILE, load_calibrations
 
+    if text_scoring not in TEXT_SCORINGS:
+        raise CheckpointError(f"unknown text scoring {text_scoring!r}; one of {', '.join(TEXT_SCORINGS)}")
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else CHECKPOINT_DIR
     if not (directory / JMCL_FILE).is_file():
         raise CheckpointError(f"{directory / JMCL_FILE}: JMCL checkpoint not found")
@@ -60,10 +66,14 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     audio, text = load_jmcl(directory / JMCL_FILE, resolved)
     reranker = None
     kws_path, ctc_path = directory / KWS_FILE, directory / CTC_FILE
-    if text_scoring == "tts" and (directory / KWS_WHISPER_FILE).is_file():
+    if text_scoring == "parallelkws-whisper" and not (directory / KWS_WHISPER_FILE).is_file():
+        raise CheckpointError(f"{directory / KWS_WHISPER_FILE}: text scoring {text_scoring!r} needs this checkpoint; not found")
+    if text_scoring != "parallelkws" and (directory / KWS_WHISPER_FILE).is_file():
         kws_path = directory / KWS_WHISPER_FILE
+    # the reranker itself knows two ways to score text: its model's probability, or TTS voices
+    reranker_scoring = "tts" if text_scoring == "tts" else "parallelkws"
     # A ParallelKWS on the pre-trained speech embedding needs only kws.pt; the paper's
     # conformer path needs ctc.pt as well (without it there is no reranker, as before).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
-        reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved), text_scoring=text_scoring)
+        reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved), text_scoring=reranker_scoring)
     return ModelBundle(audio.name, audio, text, reranker, load_calibrations(directory / CALIBRATION_FILE))

@@ -168,3 +168,16 @@ def test_tts_flag_loads_the_spoken_text_scoring(indexed, bundle, monkeypatch):
     write_wav(root / "q.wav", tone_word("window"))
     both = run_search("--audio", root / "q.wav", "--tts", "--index", root / "index")
     assert both.exit_code == QueryError.exit_code and "--tts" in both.stderr
+
+
+def test_text_scoring_option_chooses_the_reranker(indexed, bundle, monkeypatch):
+    root, truth = indexed
+    asked = []
+    monkeypatch.setattr(search_cli, "load_models", lambda **options: asked.append(options) or bundle)
+    result = run_search("window", "--text-scoring", "parallelkws-whisper", "--index", root / "index", "--json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert asked == [{"text_scoring": "parallelkws-whisper"}] and json.loads(result.stdout)["query"] == "window"
+    clash = run_search("window", "--tts", "--text-scoring", "parallelkws", "--index", root / "index")
+    assert clash.exit_code == QueryError.exit_code and "contradicts --text-scoring parallelkws" in clash.stderr
+    unknown = run_search("window", "--text-scoring", "spoken", "--index", root / "index")
+    assert unknown.exit_code == 2 and "spoken" in unknown.stderr

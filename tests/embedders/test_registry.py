@@ -64,17 +64,41 @@ def test_a_gse_reranker_needs_only_kws_pt(tmp_path, monkeypatch):
     assert bundle.reranker.score_text([samples], [], "hello").shape == (1,)
 
 
-def test_tts_scoring_loads_the_whisper_kws_checkpoint_when_present(tmp_path, monkeypatch):
+@pytest.fixture
+def gse_folder(tmp_path, monkeypatch):
     from archive_search.embedders import frontends
     from tests.embedders.test_parallelkws import FakeFrontend
 
     monkeypatch.setattr(frontends, "SpeechEmbedding", lambda threads=1: FakeFrontend())
     save_jmcl(tmp_path / registry.JMCL_FILE, build_model("tiny"))
     save_kws(tmp_path / registry.KWS_FILE, ParallelKWS(KWSDims.tiny(frontend="gse")))
-    assert registry.load_models(tmp_path, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "gse"
-    save_kws(tmp_path / registry.KWS_WHISPER_FILE, ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80)))
-    assert registry.load_models(tmp_path, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "whisper"
-    assert registry.load_models(tmp_path, device="cpu").reranker.model.dims.frontend == "gse"  # the fast default path
+    return tmp_path
+
+
+def _save_whisper_kws(folder):
+    save_kws(folder / registry.KWS_WHISPER_FILE, ParallelKWS(KWSDims.tiny(frontend="whisper", frontend_dim=24, frontend_mels=80)))
+
+
+def test_tts_scoring_loads_the_whisper_kws_checkpoint_when_present(gse_folder):
+    assert registry.load_models(gse_folder, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "gse"
+    _save_whisper_kws(gse_folder)
+    assert registry.load_models(gse_folder, device="cpu", text_scoring="tts").reranker.model.dims.frontend == "whisper"
+    assert registry.load_models(gse_folder, device="cpu").reranker.model.dims.frontend == "gse"  # the fast default path
+
+
+def test_whisper_kws_scoring_reranks_text_with_kws_whisper_pt(gse_folder):
+    with pytest.raises(CheckpointError, match="kws-whisper.pt"):
+        registry.load_models(gse_folder, device="cpu", text_scoring="parallelkws-whisper")
+    _save_whisper_kws(gse_folder)
+    reranker = registry.load_models(gse_folder, device="cpu", text_scoring="parallelkws-whisper").reranker
+    # the whisper model's probability alone, no TTS voices, and its own calibration key
+    assert reranker.model.dims.frontend == "whisper" and reranker.text_scoring == "parallelkws"
+    assert reranker.name.startswith("parallelkws-whisper") and "text-tts" not in reranker.name
+
+
+def test_unknown_text_scoring_is_a_clear_error(gse_folder):
+    with pytest.raises(CheckpointError, match="unknown text scoring 'spoken'"):
+        registry.load_models(gse_folder, device="cpu", text_scoring="spoken")
 
 
 def test_the_shipped_models_have_a_shipped_calibration():
@@ -84,7 +108,7 @@ def test_the_shipped_models_have_a_shipped_calibration():
 
     if not (registry.CHECKPOINT_DIR / registry.JMCL_FILE).exists():
         pytest.skip("no shipped checkpoints in this checkout")
-    for text_scoring in ("parallelkws", "tts"):  # --tts has its own entry, keyed by its voices
+    for text_scoring in registry.TEXT_SCORINGS:  # --tts has its own entry, keyed by its voices
         bundle = registry.load_models(device="cpu", text_scoring=text_scoring)
         reranker = bundle.reranker.name if bundle.reranker is not None else None
         assert scorer_name(bundle.name, reranker) in bundle.calibrations, (bundle.name, reranker, list(bundle.calibrations))
