@@ -151,19 +151,22 @@ def ctc(config_name, manifests, splits, valid_manifests, batch_seconds, max_segm
               help="Ablation: train on tight keyword crops (the paper's LibriPhrase) instead of regions of speech.")
 @click.option("--batch-regions", type=int, default=16, show_default=True,
               help="Regions per batch; each is paired with its text, a near miss and an easy negative.")
+@click.option("--hard-negatives", type=click.IntRange(min=1), default=1, show_default=True,
+              help="gse, whisper: near-miss texts per region.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--augment-prob", type=float, default=0.3, show_default=True)
 @common_options
 def kws(config_name, ctc_checkpoint, frontend, feature_cache, manifests, splits, valid_manifests, attention, pda_weight,
-        tight_regions, batch_regions, lr, augment_prob, out_dir, steps, seed, device, resume, save_every, threads, workers, as_json):  # fmt: skip
+        tight_regions, batch_regions, hard_negatives, lr, augment_prob, out_dir, steps, seed, device, resume, save_every,
+        threads, workers, as_json):  # fmt: skip
     """ParallelKWS reranker on regions of continuous speech (front-end frozen)."""
     from archive_search.training.kws import KWSTrainConfig, train_kws
 
     if frontend == "conformer" and not ctc_checkpoint:
         raise click.BadParameter("the conformer front-end needs the CTC checkpoint", param_hint="--ctc")
     config = KWSTrainConfig(config=config_name, frontend=frontend, attention=attention, pda_weight=pda_weight, steps=steps,
-                            tight_regions=tight_regions, batch_regions=batch_regions, lr=lr, augment_prob=augment_prob, seed=seed,
-                            save_every=save_every, device=device, workers=workers)  # fmt: skip
+                            tight_regions=tight_regions, batch_regions=batch_regions, hard_negatives=hard_negatives, lr=lr,
+                            augment_prob=augment_prob, seed=seed, save_every=save_every, device=device, workers=workers)  # fmt: skip
 
     def progress(step, values):
         if not as_json and (step % 10 == 0 or step == 1):

@@ -76,6 +76,7 @@ class KWSTrainConfig:
     config: str = "fast"  # fast | paper | tiny
     frontend: str = "conformer"  # conformer (the paper) | gse | whisper (pre-trained, cached)
     audio_negatives: bool = True  # gse, whisper: also pair each keyword text with another region's audio
+    hard_negatives: int = 1  # gse, whisper: near-miss texts per region (more drill one-phoneme differences)
     attention: str = "parallel"  # parallel | self | cross (ablations)
     pda_weight: float = 0.3  # 0: no PDA loss (ablation)
     tight_regions: bool = False  # ablation: LibriPhrase-like tight crops, as the paper trains
@@ -353,6 +354,19 @@ def slice_region(features: CachedFeatures, copy: int, left: float, right: float,
     return frames[first:last].astype(np.float32), mel_slice.astype(np.float32), model_times
 
 
+def _more_near_misses(region: Region, first: list[str], count: int, rng: np.random.Generator) -> list[list[str]]:
+    """Up to `count` further near misses of the region's keyword, each new and not spoken in it
+    (no draws at all when count is 0, so runs with one hard negative replay exactly)."""
+    found: list[list[str]] = []
+    for _ in range(4 * count):
+        if len(found) == count:
+            break
+        candidate = near_miss_phrase(region.keyword, rng)
+        if candidate and candidate != first and candidate not in found and not _contains(region.words, candidate):
+            found.append(candidate)
+    return found
+
+
 def make_frontend_batch(
     sampler: RegionSampler, cache: Sequence[CachedFeatures], model: ParallelKWS, rng: np.random.Generator, config: KWSTrainConfig
 ):
@@ -371,6 +385,8 @@ def make_frontend_batch(
         rows.append((index, region.keyword, 1.0))
         if hard is not None:
             rows.append((index, hard, 0.0))
+            for extra in _more_near_misses(region, hard, config.hard_negatives - 1, rng):
+                rows.append((index, extra, 0.0))
         if easy != region.keyword:
             rows.append((index, easy, 0.0))
         if config.audio_negatives and len(regions) > 1:

@@ -115,6 +115,30 @@ def test_the_tight_ablation_trains_on_keyword_crops_not_regions(manifest, tmp_pa
     assert frames[True] < 0.7 * frames[False]
 
 
+def test_more_hard_negatives_add_distinct_near_misses_and_one_replays_the_default(manifest, tmp_path):
+    from archive_search.training.kws import build_feature_cache, build_kws, make_frontend_batch
+    from tests.embedders.test_parallelkws import FakeFrontend
+
+    items = load_aligned(load_manifests([manifest]))
+    cache = build_feature_cache(items, FakeFrontend(), tmp_path / "cache")
+    model = build_kws(KWSTrainConfig(config="tiny", frontend="gse"), None)
+
+    def batch(**options):  # -> g2p, text_lengths, labels, audio_index
+        config = KWSTrainConfig(config="tiny", frontend="gse", batch_regions=12, augment_prob=0.0, audio_negatives=False, **options)
+        out = make_frontend_batch(RegionSampler(items), cache, model, np.random.default_rng(5), config)
+        return out[4], out[5], out[6], out[8]
+
+    default, one, three = batch(), batch(hard_negatives=1), batch(hard_negatives=3)
+    assert all(torch.equal(a, b) for a, b in zip(default, one))
+    g2p, text_lengths, labels, audio_index = three
+    assert int((labels == 1).sum()) == int((one[2] == 1).sum()) == 12  # one positive per region either way
+    assert int((labels == 0).sum()) > int((one[2] == 0).sum())
+    for region in range(12):  # a region's texts (positive, near misses, easy) are all different
+        rows = (audio_index == region).nonzero().flatten().tolist()
+        texts = {g2p[row, : int(text_lengths[row])].numpy().tobytes() for row in rows}
+        assert len(texts) == len(rows)
+
+
 def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
     config = CTCTrainConfig(config="tiny", steps=40, batch_seconds=8.0, max_segment_s=2.0, lr=3e-3, warmup=0.1,
                             augment_prob=0.0, save_every=20, device="cpu")
