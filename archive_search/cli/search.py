@@ -40,7 +40,7 @@ def _clock(seconds: float) -> str:
 @click.option("--clips", type=click.Path(file_okay=False, path_type=Path), help="Write each hit's audio here as wav.")
 @click.option("--text-scoring", type=click.Choice(TEXT_SCORINGS), default=None,
               help="How text hits are reranked: parallelkws (the default, ~0.1 s per query on CPU); parallelkws-whisper "
-                   "(ParallelKWS on whisper tiny.en frames: ~0.7 s, better ranking on every held-out set); tts (the "
+                   "(ParallelKWS on whisper tiny.en frames: ~0.5 s, better ranking on every held-out set); tts (the "
                    "words spoken by three TTS voices, espeak-ng and flite, and reranked as a spoken query with the "
                    "whisper-frame ParallelKWS mixed in: ~1-2 s, best).")  # fmt: skip
 @click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")

@@ -164,6 +164,9 @@ def kws(config_name, ctc_checkpoint, frontend, feature_cache, manifests, splits,
 
     if frontend == "conformer" and not ctc_checkpoint:
         raise click.BadParameter("the conformer front-end needs the CTC checkpoint", param_hint="--ctc")
+    if frontend == "conformer" and hard_negatives > 1:
+        raise click.BadParameter("more near misses per region are drawn for the cached front-ends (gse, whisper) only",
+                                 param_hint="--hard-negatives")  # fmt: skip
     config = KWSTrainConfig(config=config_name, frontend=frontend, attention=attention, pda_weight=pda_weight, steps=steps,
                             tight_regions=tight_regions, batch_regions=batch_regions, hard_negatives=hard_negatives, lr=lr,
                             augment_prob=augment_prob, seed=seed, save_every=save_every, device=device, workers=workers)  # fmt: skip

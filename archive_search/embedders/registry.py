@@ -24,7 +24,7 @@ slow for the default text path's latency target: it runs whisper over the region
 
 TEXT_SCORINGS = ("parallelkws", "parallelkws-whisper", "tts")
 """How the engine scores text queries, fastest first: kws.pt's ParallelKWS (speech-embedding
-frames, ~0.1 s per query on CPU); kws-whisper.pt's ParallelKWS (whisper frames, ~0.7 s, better
+frames, ~0.1 s per query on CPU); kws-whisper.pt's ParallelKWS (whisper frames, ~0.5 s, better
 text MAP on every held-out set); the query's words spoken by TTS voices and reranked as a spoken
 query with kws-whisper.pt mixed in (~1-2 s, best). docs/models.md has the figures."""
 

@@ -139,6 +139,16 @@ def test_more_hard_negatives_add_distinct_near_misses_and_one_replays_the_defaul
         assert len(texts) == len(rows)
 
 
+def test_hard_negatives_beyond_one_are_refused_for_the_conformer_front_end(manifest, tmp_path):
+    from click.testing import CliRunner
+
+    from archive_search.cli.train import main
+
+    result = CliRunner().invoke(main, ["kws", "--ctc", str(manifest), "--data", str(manifest), "--hard-negatives", "3",
+                                       "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2 and "--hard-negatives" in result.output and not (tmp_path / "run").exists()
+
+
 def test_ctc_then_kws_training_reduce_loss_resume_and_load(manifest, tmp_path):
     config = CTCTrainConfig(config="tiny", steps=40, batch_seconds=8.0, max_segment_s=2.0, lr=3e-3, warmup=0.1,
                             augment_prob=0.0, save_every=20, device="cpu")
