@@ -18,6 +18,7 @@ import json
 import numpy as np
 import torch
 
+from archive_search.audio import SAMPLE_RATE
 from archive_search.embedders.rerank import load_reranker
 from archive_search.embedders.whisper_encoder import WhisperKWSFrontend
 from archive_search.evaluation.kws import RerankerScorer, score_trials
@@ -31,7 +32,7 @@ def failures(reranker, manifest: str, n_trials: int, seed: int, shown: int) -> d
     for score, trial in zip(scores, trials):
         if trial.label:  # phrase_trials lists each anchor's positive before its negatives
             spoken = trial.text
-            positives.append((float(score), trial.text, round(len(trial.audio) / 16_000, 2)))
+            positives.append((float(score), trial.text, round(len(trial.audio) / SAMPLE_RATE, 2)))
         else:
             negatives.append((float(score), trial.subset, trial.text, spoken))
     by_words: dict[int, list[float]] = {}
