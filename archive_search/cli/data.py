@@ -149,6 +149,29 @@ def pseudo_label_command(src, out, split, threads, min_probability, as_json) -> 
            "words": sum(len(u.words) for u in utterances)}, as_json)  # fmt: skip
 
 
+@main.command()
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--factor", "factors", type=float, multiple=True, help="Speed factor, repeatable (default: 0.9 and 1.1).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the copies' audio/ and manifest.jsonl.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def speed(manifests, factors, out, as_json) -> None:
+    """Speed-perturbed copies (Kaldi's 0.9/1.1) of the utterances in MANIFESTS, alignments scaled."""
+    from archive_search.data.manifest import iter_manifest, write_manifest
+    from archive_search.data.perturb import SPEED_FACTORS, speed_perturb
+
+    try:
+        pairs = [(utterance, path.parent) for path in manifests for utterance in iter_manifest(path)]
+        result = speed_perturb(pairs, factors or SPEED_FACTORS, out)
+        count = write_manifest(out / "manifest.jsonl", result.utterances)
+    except ArchiveSearchError as error:
+        _fail(error)
+    for failure in result.failures:
+        click.echo(f"archive-data: skipped {failure.utterance_id}: {failure.reason}", err=True)
+    _emit({"manifest": str(out / "manifest.jsonl"), "utterances": count, "skipped": len(result.failures),
+           "hours": round(sum(u.duration for u in result.utterances) / 3600, 4)}, as_json)  # fmt: skip
+
+
 @main.command(name="tts-check")
 @click.option("--clips", type=int, default=60, show_default=True, help="Clips per engine.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus plan the clips come from.")

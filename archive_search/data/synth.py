@@ -256,7 +256,8 @@ def plan_corpus(
 # ----------------------------------------------------------------------------- rendering
 
 
-def _write_audio(path: Path, samples: np.ndarray) -> None:
+def write_audio(path: Path, samples: np.ndarray) -> None:
+    """Write 16 kHz samples as 16-bit PCM (format from the suffix), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".tmp" + path.suffix)
     sf.write(str(temporary), np.clip(samples, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
@@ -291,7 +292,7 @@ def _render_shard(args: tuple[int, list[ClipSpec], str, str]) -> tuple[int, str,
     # one call: festival runs once per festival voice for the whole shard (its start-up is slow)
     for spec, synthesis in zip(specs, synthesize_batch([(s.words, s.voice) for s in specs])):
         relative = f"audio/{shard:05d}/{spec.id}.flac"
-        _write_audio(out / relative, _peak_normalise(synthesis.samples))
+        write_audio(out / relative, _peak_normalise(synthesis.samples))
         rendered[spec.id] = _utterance(spec, synthesis, relative)
     utterances = [rendered[spec.id] for spec in specs]
     manifest = out / "shards" / shard_name
