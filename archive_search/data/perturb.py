@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from archive_search.audio import load_audio
 from archive_search.data.augment import change_speed
@@ -34,42 +34,40 @@ class PerturbResult:
     failures: list[PerturbFailure]
 
 
-def speed_id(utterance_id: str, factor: float) -> str:
-    return f"{utterance_id}-sp{factor:g}"
-
-
 def _scaled(units: list[AlignedUnit], factor: float) -> list[AlignedUnit]:
     return [AlignedUnit(unit.label, round(unit.start / factor, 4), round(unit.end / factor, 4)) for unit in units]
 
 
-def speed_copy(utterance: Utterance, root: str | Path, factor: float, out_dir: str | Path) -> Utterance:
-    """Write `utterance` played `factor` times faster to out_dir/audio/<id>-sp<factor>.flac and
-    return its record (audio path relative to out_dir, times divided by the factor)."""
-    if factor <= 0:
-        raise DataError(f"speed factor must be positive, not {factor}")
-    samples = change_speed(load_audio(utterance.audio_path(root)), factor)
-    new_id = speed_id(utterance.id, factor)
-    relative = Path("audio") / f"{new_id}.flac"
-    write_audio(Path(out_dir) / relative, samples)
-    augment = {**utterance.augment, "speed": factor}
-    return replace(
-        utterance, id=new_id, audio=str(relative), duration=round(utterance.duration / factor, 4),
-        words=_scaled(utterance.words, factor), phones=_scaled(utterance.phones, factor), augment=augment,
-    )  # fmt: skip
+def speed_copies(utterance: Utterance, root: str | Path, factors: Sequence[float], out_dir: str | Path) -> list[Utterance]:
+    """Decode `utterance` once and write it played `factor` times faster, for each factor, to
+    out_dir/audio/<id>-sp<factor>.flac; returns their records (audio paths relative to out_dir,
+    times divided by the factor)."""
+    samples = load_audio(utterance.audio_path(root))
+    copies = []
+    for factor in factors:
+        new_id = f"{utterance.id}-sp{factor:g}"
+        relative = Path("audio") / f"{new_id}.flac"
+        write_audio(Path(out_dir) / relative, change_speed(samples, factor))
+        copies.append(replace(
+            utterance, id=new_id, audio=str(relative), duration=round(utterance.duration / factor, 4),
+            words=_scaled(utterance.words, factor), phones=_scaled(utterance.phones, factor),
+            augment={**utterance.augment, "speed": factor},
+        ))  # fmt: skip
+    return copies
 
 
 def speed_perturb(
     utterances: Iterable[tuple[Utterance, Path]], factors: Iterable[float], out_dir: str | Path
 ) -> PerturbResult:
-    """A copy of every (utterance, manifest folder) at every factor. An utterance whose audio
+    """Copies of every (utterance, manifest folder) at every factor. An utterance whose audio
     cannot be read is reported in `failures` and the others carry on."""
     factors = tuple(factors)
+    if not factors or any(factor <= 0 for factor in factors):
+        raise DataError(f"speed factors must be positive, not {factors}")
     made, failures = [], []
     for utterance, root in utterances:
-        for factor in factors:
-            try:
-                made.append(speed_copy(utterance, root, factor, out_dir))
-            except ArchiveSearchError as error:
-                failures.append(PerturbFailure(utterance.id, str(error)))
-                break
+        try:
+            made.extend(speed_copies(utterance, root, factors, out_dir))
+        except ArchiveSearchError as error:
+            failures.append(PerturbFailure(utterance.id, str(error)))
     return PerturbResult(made, failures)

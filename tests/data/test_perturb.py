@@ -1,13 +1,15 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
 from archive_search.audio import SAMPLE_RATE
 from archive_search.cli.data import main as data_cli
 from archive_search.data.manifest import AlignedUnit, Utterance, read_manifest, write_manifest
-from archive_search.data.perturb import speed_copy, speed_perturb
+from archive_search.data.perturb import speed_copies, speed_perturb
+from archive_search.errors import DataError
 
 TONE_HZ, START_S, END_S, LENGTH_S = 1000.0, 0.5, 0.8, 1.2
 
@@ -29,7 +31,7 @@ def _loud_span(samples):
 
 def test_speed_copy_moves_the_audio_and_its_alignment_together(tmp_path):
     original = _tone_utterance(tmp_path)
-    copy = speed_copy(original, tmp_path, 1.25, tmp_path / "out")
+    (copy,) = speed_copies(original, tmp_path, [1.25], tmp_path / "out")
     samples, rate = sf.read(str(tmp_path / "out" / copy.audio), dtype="float32")
     assert rate == SAMPLE_RATE and copy.id == "tone-sp1.25" and copy.augment == {"speed": 1.25}
     assert abs(len(samples) / SAMPLE_RATE - copy.duration) < 0.002 and abs(copy.duration - LENGTH_S / 1.25) < 0.002
@@ -48,6 +50,12 @@ def test_unreadable_audio_is_reported_and_the_rest_carries_on(tmp_path):
     result = speed_perturb([(broken, tmp_path), (good, tmp_path)], (0.9, 1.1), tmp_path / "out")
     assert [u.id for u in result.utterances] == ["good-sp0.9", "good-sp1.1"]
     assert [f.utterance_id for f in result.failures] == ["broken"] and "missing.wav" in result.failures[0].reason
+
+
+def test_a_factor_that_is_not_positive_is_refused_before_any_work(tmp_path):
+    with pytest.raises(DataError, match="positive"):
+        speed_perturb([(_tone_utterance(tmp_path), tmp_path)], (1.1, 0.0), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_writes_a_manifest_of_the_default_factors(tmp_path):
