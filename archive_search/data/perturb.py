@@ -41,7 +41,8 @@ def _scaled(units: list[AlignedUnit], factor: float) -> list[AlignedUnit]:
 def speed_copies(utterance: Utterance, root: str | Path, factors: Sequence[float], out_dir: str | Path) -> list[Utterance]:
     """Decode `utterance` once and write it played `factor` times faster, for each factor, to
     out_dir/audio/<id>-sp<factor>.flac; returns their records (audio paths relative to out_dir,
-    times divided by the factor)."""
+    times divided by the factor, `augment` naming the factor and the source utterance, which
+    the JMCL word bank needs to count a token and its copies once)."""
     samples = load_audio(utterance.audio_path(root))
     copies = []
     for factor in factors:
@@ -51,7 +52,7 @@ def speed_copies(utterance: Utterance, root: str | Path, factors: Sequence[float
         copies.append(replace(
             utterance, id=new_id, audio=str(relative), duration=round(utterance.duration / factor, 4),
             words=_scaled(utterance.words, factor), phones=_scaled(utterance.phones, factor),
-            augment={**utterance.augment, "speed": factor},
+            augment={**utterance.augment, "speed": factor, "source": utterance.augment.get("source", utterance.id)},
         ))  # fmt: skip
     return copies
 

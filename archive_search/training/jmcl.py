@@ -129,16 +129,20 @@ class WordBank:
         min_instances: int = 2,
         load: Callable[[Path], np.ndarray] = load_audio,
     ) -> "WordBank":
-        """Build from (utterance, manifest folder) pairs; keeps classes with >= `min_instances`."""
+        """Build from (utterance, manifest folder) pairs; keeps classes with >= `min_instances`
+        distinct spoken tokens. Speed-perturbed copies (`archive-data speed`, their `augment`
+        names the `source` utterance) are instances of their source's tokens, not new tokens:
+        otherwise every phrase said once would make a class of one voice saying it three times."""
         bank = cls()
         by_key: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        tokens: dict[tuple[str, ...], set] = defaultdict(set)
         usable = []
         for utterance, root in utterances:
             words = [w for w in utterance.words if w.label.strip().lower() not in IGNORED_WORDS]
             if words:
-                usable.append((utterance.audio_path(root), words))
-        decoded = decode_all([path for path, _ in usable], load)
-        for (_, words), samples in zip(usable, decoded):
+                usable.append((utterance.audio_path(root), words, utterance.augment.get("source", utterance.id)))
+        decoded = decode_all([path for path, _, _ in usable], load)
+        for (_, words, source), samples in zip(usable, decoded):
             bank.audio.append(np.clip(samples * 32767.0, -32768, 32767).astype(np.int16))
             index = len(bank.audio) - 1
             for first in range(len(words)):
@@ -159,8 +163,9 @@ class WordBank:
                         continue
                     bank.instances.append(Instance(index, span[0].start, span[-1].end, " ".join(labels)))
                     by_key[key].append(len(bank.instances) - 1)
+                    tokens[key].add((source, first, count))
                     bank.words.update(labels)
-        bank.classes = {key: rows for key, rows in by_key.items() if len(rows) >= min_instances}
+        bank.classes = {key: rows for key, rows in by_key.items() if len(tokens[key]) >= min_instances}
         return bank
 
     def samples(self, instance: Instance) -> np.ndarray:

@@ -33,7 +33,7 @@ def test_speed_copy_moves_the_audio_and_its_alignment_together(tmp_path):
     original = _tone_utterance(tmp_path)
     (copy,) = speed_copies(original, tmp_path, [1.25], tmp_path / "out")
     samples, rate = sf.read(str(tmp_path / "out" / copy.audio), dtype="float32")
-    assert rate == SAMPLE_RATE and copy.id == "tone-sp1.25" and copy.augment == {"speed": 1.25}
+    assert rate == SAMPLE_RATE and copy.id == "tone-sp1.25" and copy.augment == {"speed": 1.25, "source": "tone"}
     assert abs(len(samples) / SAMPLE_RATE - copy.duration) < 0.002 and abs(copy.duration - LENGTH_S / 1.25) < 0.002
     start, end = _loud_span(samples)
     assert abs(copy.words[0].start - START_S / 1.25) < 1e-3 and abs(copy.phones[0].end - END_S / 1.25) < 1e-3

@@ -1,6 +1,8 @@
 """JMCL training on a toy corpus made in the test: batches, window cutting, loss goes down, resume."""
 
 import json
+from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -62,6 +64,20 @@ def test_word_bank_groups_instances_by_pronunciation(corpus):
     assert ("B", "R", "AA", "V", "OW") in bank.classes
     phrases = WordBank.from_utterances(load_manifests([corpus]), max_phrase_words=2)
     assert len(phrases.instances) > len(bank.instances)
+
+
+def test_speed_copies_are_instances_of_their_source_token_not_new_tokens(corpus):
+    originals = load_manifests([corpus])
+    # two copies of every utterance, marked as `archive-data speed` marks its copies (same timing
+    # here, so that every instance is kept in each copy)
+    copies = [(replace(u, id=f"{u.id}-copy{n}", augment={"source": u.id}), root) for u, root in originals for n in (1, 2)]
+    alone = WordBank.from_utterances(originals, max_phrase_words=2)
+    both = WordBank.from_utterances(originals + copies, max_phrase_words=2)
+    assert len(both.instances) == 3 * len(alone.instances)
+    # phrases spoken once have three instances with their copies, but still one token: no class
+    said_once = [text for text, n in Counter(i.text for i in alone.instances).items() if n == 1]
+    assert said_once and set(both.classes) == set(alone.classes)
+    assert all(len(both.classes[key]) == 3 * len(rows) for key, rows in alone.classes.items())
 
 
 def test_windows_are_indexer_scales_holding_the_word(corpus):
