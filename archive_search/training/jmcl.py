@@ -140,11 +140,14 @@ class WordBank:
         for utterance, root in utterances:
             words = [w for w in utterance.words if w.label.strip().lower() not in IGNORED_WORDS]
             if words:
-                usable.append((utterance.audio_path(root), words, utterance.augment.get("source", utterance.id)))
-        decoded = decode_all([path for path, _, _ in usable], load)
-        for (_, words, source), samples in zip(usable, decoded):
+                usable.append((utterance.audio_path(root), words, utterance.id, utterance.augment.get("source")))
+        # a token is (utterance, first word, word count); a copy's utterance is its source's, if loaded
+        originals = {utterance_id: row for row, (_, _, utterance_id, source) in enumerate(usable) if source is None}
+        decoded = decode_all([path for path, _, _, _ in usable], load)
+        for (_, words, _, source), samples in zip(usable, decoded):
             bank.audio.append(np.clip(samples * 32767.0, -32768, 32767).astype(np.int16))
             index = len(bank.audio) - 1
+            token_owner = index if source is None else originals.get(source, source)
             for first in range(len(words)):
                 for count in range(1, max_phrase_words + 1):
                     span = words[first : first + count]
@@ -163,7 +166,7 @@ class WordBank:
                         continue
                     bank.instances.append(Instance(index, span[0].start, span[-1].end, " ".join(labels)))
                     by_key[key].append(len(bank.instances) - 1)
-                    tokens[key].add((source, first, count))
+                    tokens[key].add((token_owner, first, count))
                     bank.words.update(labels)
         bank.classes = {key: rows for key, rows in by_key.items() if len(tokens[key]) >= min_instances}
         return bank

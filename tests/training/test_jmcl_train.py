@@ -78,6 +78,9 @@ def test_speed_copies_are_instances_of_their_source_token_not_new_tokens(corpus)
     said_once = [text for text, n in Counter(i.text for i in alone.instances).items() if n == 1]
     assert said_once and set(both.classes) == set(alone.classes)
     assert all(len(both.classes[key]) == 3 * len(rows) for key, rows in alone.classes.items())
+    # a recording listed twice without a source mark counts twice, as it did for the shipped runs
+    listed_twice = WordBank.from_utterances(originals + originals, max_phrase_words=2)
+    assert len(listed_twice.classes) > len(alone.classes)
 
 
 def test_windows_are_indexer_scales_holding_the_word(corpus):
