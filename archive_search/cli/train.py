@@ -71,8 +71,11 @@ def main() -> None:
               help="Share of instances cut as indexer windows (the rest: segments and clips).")
 @click.option("--augment-prob", type=float, default=0.4, show_default=True,
               help="Share of instances given the data helper's random augmentation chain.")
+@click.option("--init", "init_checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="Start from this checkpoint's weights with a fresh optimizer and schedule (fine-tuning); "
+                   "same --config. Ignored when --resume finds OUT/last.pt.")
 @common_options
-def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob, augment_prob,
+def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob, augment_prob, init_checkpoint,
          out_dir, steps, seed, device, resume, save_every, threads, workers, as_json):  # fmt: skip
     """JMCL audio and text encoders (CLAP + DWD loss, N words x M instances per batch)."""
     from archive_search.training.jmcl import JMCLTrainConfig, WordBank, load_manifests, train_jmcl
@@ -93,7 +96,7 @@ def jmcl(config_name, manifests, splits, batch_words, instances, lr, window_prob
                 click.echo(f"step {step}/{steps} loss {values['loss']:.4f} at {values['audio_text']:.4f} "
                            f"aa {values['audio_audio']:.4f} lr {values['lr']:.2e} {values['elapsed_s']:.0f}s", err=True)  # fmt: skip
 
-        return train_jmcl(config, manifests, out_dir, resume=resume, bank=bank, progress=progress)
+        return train_jmcl(config, manifests, out_dir, resume=resume, bank=bank, progress=progress, init=init_checkpoint)
 
     _run(as_json, threads, work)
 

@@ -37,7 +37,7 @@ from archive_search.embedders.jmcl import (
     read_jmcl,
     save_jmcl,
 )
-from archive_search.errors import DataError
+from archive_search.errors import CheckpointError, DataError
 from archive_search.training.common import (
     LAST_CHECKPOINT,
     LossLog,
@@ -394,11 +394,14 @@ def train_jmcl(
     bank: WordBank | None = None,
     progress: Callable[[int, dict], None] | None = None,
     stop_at: int | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) a JMCL model; checkpoints to out_dir/last.pt every `save_every` steps.
 
     `stop_at` ends this invocation after that step (checkpointed) while keeping the schedule of
-    `config.steps`, as if the run had been killed there; `resume=True` continues it.
+    `config.steps`, as if the run had been killed there; `resume=True` continues it. `init`
+    starts a new run from a checkpoint's weights (and input normalisation) with a fresh optimizer
+    and schedule, to fine-tune a trained model; a resumed run ignores it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -411,6 +414,10 @@ def train_jmcl(
     checkpoint = out_dir / LAST_CHECKPOINT
     if resume and checkpoint.is_file():
         model, _ = read_jmcl(checkpoint)
+    elif init is not None:
+        model, _ = read_jmcl(init)
+        if model.dims.config != config.config:
+            raise CheckpointError(f"{init}: a JMCL `{model.dims.config}` model cannot start a `{config.config}` run")
     else:
         model = build_model(config.config)
         feature_statistics(model, bank, rng)
@@ -430,7 +437,8 @@ def train_jmcl(
     # run.json keeps one entry per invocation, so a run resumed on more data records every stage.
     run_path = out_dir / "run.json"
     stages = json.loads(run_path.read_text()).get("stages", []) if resume and run_path.is_file() else []
-    stages.append({"from_step": step, "config": asdict(config), "manifests": [str(m) for m in manifests],
+    stages.append({"from_step": step, "config": asdict(config), "init": None if init is None else str(init),
+                   "manifests": [str(m) for m in manifests],
                    "n_instances": len(bank.instances), "n_classes": len(bank.classes), "n_words": len(bank.words),
                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     run_path.write_text(json.dumps({"stages": stages}, indent=1))

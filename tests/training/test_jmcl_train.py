@@ -276,3 +276,29 @@ def test_whisper_front_end_trains_and_round_trips(corpus, fake_whisper, tmp_path
     assert len(list((tmp_path / "cache" / "jmcl-frames").glob("whisper-*.npz"))) == 12
     model, _ = read_jmcl(result.checkpoint)
     assert model.dims.audio_frontend == "whisper" and model.dims.frame_period_s == pytest.approx(0.04)
+
+
+def test_init_starts_a_new_run_from_trained_weights(corpus, tmp_path):
+    base = dict(config="tiny", batch_words=3, instances=2, save_every=2, log_every=1, augment_prob=0.0, device="cpu")
+    trained = train_jmcl(JMCLTrainConfig(steps=4, **base), [corpus], tmp_path / "a")
+    start, _ = read_jmcl(trained.checkpoint)
+    # An lr of zero keeps the weights, so the new run's checkpoint holds exactly what it started from.
+    tuned = train_jmcl(JMCLTrainConfig(steps=2, lr=0.0, **base), [corpus], tmp_path / "b", init=trained.checkpoint)
+    after, _ = read_jmcl(tuned.checkpoint)
+    for key, tensor in start.state_dict().items():
+        torch.testing.assert_close(after.state_dict()[key], tensor)
+    # Without --init the same run starts from new weights, so the check above can fail.
+    fresh, _ = read_jmcl(train_jmcl(JMCLTrainConfig(steps=2, lr=0.0, **base), [corpus], tmp_path / "c").checkpoint)
+    assert any(not torch.equal(fresh.state_dict()[key], tensor) for key, tensor in start.state_dict().items())
+    stage = json.loads((tmp_path / "b" / "run.json").read_text())["stages"][0]
+    assert stage["init"] == str(trained.checkpoint) and stage["from_step"] == 0
+
+
+def test_init_refuses_a_checkpoint_of_another_config(corpus, tmp_path):
+    base = dict(batch_words=3, instances=2, save_every=2, log_every=1, augment_prob=0.0, device="cpu")
+    trained = train_jmcl(JMCLTrainConfig(config="tiny", steps=2, **base), [corpus], tmp_path / "a")
+    result = CliRunner().invoke(
+        main, ["jmcl", "--config", "fast", "--data", str(corpus), "--out", str(tmp_path / "b"), "--steps", "1",
+               "--init", str(trained.checkpoint), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "cannot start a `fast` run" in result.output
