@@ -33,13 +33,10 @@ import torch
 
 from archive_search.embedders.g2p import word_phonemes
 from archive_search.embedders.jmcl import load_jmcl
+from archive_search.embedders.rerank import unit_rows
 from archive_search.evaluation.metrics import average_precision
 from archive_search.evaluation.word_discrimination import word_segments
 from archive_search.training.jmcl import load_manifests
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def segments_of(spec: str, max_segments: int, seed: int):
