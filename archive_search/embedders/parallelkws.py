@@ -23,7 +23,7 @@ trained here. "gse" replaces it with Google's pre-trained speech embedding (fron
 frames every 80 ms, frozen, computed outside the model): path (a) is a k1 convolution over those
 frames and path (b) three k3/s2 convolutions over the front-end's own 32-bin log-mel (10 ms ->
 80 ms, output frame k centred on mel frame 8k like the embedding frame k), so E_a runs at 80 ms.
-"whisper" (session 10) does the same on whisper tiny.en's encoder states (384-d every 20 ms,
+"whisper" does the same on whisper tiny.en's encoder states (384-d every 20 ms,
 frozen, standardised per clip, as query by example uses them): path (a) a k3/s2 convolution
 over the states, path (b) two k3/s2 convolutions over whisper's own 80-bin log-mel, so E_a runs
 at 40 ms (output frame k centred on state 2k and mel frame 4k). With either pre-trained

@@ -2,9 +2,9 @@
 
 Text query: every candidate region is scored by ParallelKWS against the query's words; the
 sigmoid output is the hit's probability. Or, with `text_scoring="tts"` (slower, better on the
-real development sets, docs/models.md), the words are spoken by several TTS voices (espeak-ng,
-flite) and each region's score is its mean DTW score against the clips, as for a spoken query;
-with a ParallelKWS on whisper frames (`kws-whisper.pt`, session 10) that score is mixed with the
+real development sets, docs/experiments.md), the words are spoken by several TTS voices
+(espeak-ng, flite) and each region's score is its mean DTW score against the clips, as for a spoken query;
+with a ParallelKWS on whisper frames (`kws-whisper.pt`) that score is mixed with the
 model's probability, both from the one whisper encoding of the regions.
 
 Query by example: ParallelKWS needs graphemes, and a spoken clip has none (a CTC phoneme
@@ -13,7 +13,7 @@ subsequence DTW over frame states (unit-normalised, cosine distance): the clip m
 order, with some stretch of the region; free start and end inside the region. The score is the
 mean cosine similarity along the best path, clipped to [0, 1]. The frames: whisper tiny.en's
 encoder states (20 ms; the default for the shipped "gse" model: on two real development sets
-they ranked spoken queries far better than the speech embedding's, docs/models.md), the
+they ranked spoken queries far better than the speech embedding's, docs/experiments.md), the
 conformer's states (40 ms; the paper path's default), Google's speech embedding frames
 (80 ms) or pooled log-mel.
 """
@@ -40,23 +40,24 @@ TEXT_SCORINGS = ("parallelkws", "tts")
 
 TTS_VOICES = (QueryVoice("espeak-ng", "en-us", 150), QueryVoice("flite", "slt"), QueryVoice("flite", "awb"))
 """The voices that speak a text query with text_scoring="tts": three beat one and two on both real
-development sets, and a fourth added little (docs/models.md). Each clip takes ~1.5 s of the
+development sets, and a fourth added little (docs/experiments.md). Each clip takes ~1.5 s of the
 30 s whisper input that the regions share."""
 
 TTS_TEXT_WEIGHT = 0.75
 """`text_weight` with text_scoring="tts": the spoken query's DTW score against the JMCL similarity
-(0.75 beat 0.25, 0.5 and 1 on both development sets, docs/models.md)."""
+(0.75 beat 0.25, 0.5 and 1 on both development sets, docs/experiments.md)."""
 
 TEXT_WEIGHT = 0.1
 """`text_weight` with ParallelKWS scoring. It depends on how good the JMCL retrieval is: 0.25 beat
-JMCL alone and the probability alone beside the log-mel `fast` JMCL; beside the whisper-frame
-JMCL shipped since session 9, 0.1 has the best mean text MAP over the real and the synthetic
-development archives (0, JMCL alone, leads on the real one by 0.02 and trails on the synthetic
-one by 0.03; 0.25 and 0.5 are worse on both; docs/models.md)."""
+JMCL alone and the probability alone beside the log-mel `fast` JMCL; beside the shipped
+whisper-frame JMCL, 0.1 has the best mean text MAP over the real and the synthetic development
+archives (0, JMCL alone, leads on the real one by 0.02 and trails on the synthetic one by 0.03;
+0.25 and 0.5 are worse on both; docs/experiments.md)."""
 
 TTS_KWS_WEIGHT = 0.1
 """`tts_kws_weight`: with text_scoring="tts" and a whisper-front-end ParallelKWS, the share of its
-probability in the second-stage score against the voices' DTW score (docs/models.md)."""
+probability in the second-stage score against the voices' DTW score (best mean text MAP over the
+real and synthetic development archives, docs/experiments.md)."""
 
 MAX_BATCH_SECONDS = 120.0
 """Audio seconds scored in one forward pass; bounds memory for many long regions."""
@@ -83,7 +84,7 @@ class KWSReranker:
     (weight * probability + (1 - weight) * similarity)."""
     audio_weight: float = 1.0
     """The same for query by example: whisper-frame DTW alone beat JMCL alone and the 0.5 and
-    0.75 mixes on both real development sets (docs/models.md)."""
+    0.75 mixes on both real development sets (docs/experiments.md)."""
     text_scoring: str = "parallelkws"
     """"parallelkws", or "tts": the query's words spoken by `tts_voices`, then scored as
     spoken queries (use `text_weight=TTS_TEXT_WEIGHT` with it; `load_reranker` does)."""
@@ -202,8 +203,8 @@ class KWSReranker:
         qbe_features="fbank", the normalised log-mel frames averaged over 4 (40 ms too)."""
         result = []
         if self.qbe_features == "whisper":
-            # whisper's states carry a large per-input offset, so each clip is standardised
-            # over its own frames first (raw states ranked dev queries far worse, docs/models.md)
+            # whisper's states carry a large per-input offset, so each clip is standardised over
+            # its own frames first (raw states ranked dev queries far worse, docs/experiments.md)
             return [whisper_unit_rows(f) for f in self._whisper().frames_packed(list(clips))]
         if self.qbe_features == "gse":
             return [unit_rows(out.frames) for out in self._frontend()(list(clips))]
@@ -243,7 +244,7 @@ def _mean_dtw(query_states: Sequence[np.ndarray], region_states: Sequence[np.nda
 
 def whisper_unit_rows(states: np.ndarray) -> np.ndarray:
     """One clip's whisper states (T, D) -> DTW frames: standardised over the clip (its states
-    carry a large per-input offset; raw states ranked dev queries far worse, docs/models.md),
+    carry a large per-input offset; raw states ranked dev queries far worse, docs/experiments.md),
     then unit rows."""
     return unit_rows(standardise(states) if len(states) > 1 else states)
 

@@ -162,7 +162,7 @@ def standardise(frames: np.ndarray) -> np.ndarray:
     """Zero mean and unit variance per dimension over one input's frames (T, D).
 
     whisper's last-layer states carry a large offset shared by every frame of one input: raw,
-    the words of one utterance all look alike (docs/models.md, "Pre-trained front-ends")."""
+    the words of one utterance all look alike (docs/experiments.md, "Pre-trained front-ends")."""
     return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
 
 

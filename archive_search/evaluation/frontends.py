@@ -1,4 +1,4 @@
-"""Training-free probe of frame front-ends: acoustic word discrimination by DTW (issue 4).
+"""Training-free probe of frame front-ends: acoustic word discrimination by DTW.
 
 The classic acoustic-word-embedding baseline, on the JMCL word-discrimination protocol
 (`word_discrimination.py`): aligned words of 0.5-2 s, at most 20 per word, every pair scored,
@@ -15,7 +15,7 @@ has heard the whole utterance). With `context="clip"` each word is encoded alone
 spoken query is.
 
 A front-end is any object with `name`, `hop_s`, `offset_s` (centre time of frame 0) and
-`frames(samples) -> (T, D)`. `build_frontend(spec)` makes the ones compared in docs/models.md.
+`frames(samples) -> (T, D)`. `build_frontend(spec)` makes the ones compared in docs/experiments.md.
 """
 
 from __future__ import annotations

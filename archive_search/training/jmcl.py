@@ -79,8 +79,8 @@ class JMCLTrainConfig:
     warmup: float = 0.2
     alpha_at: float = ALPHA_AT
     alpha_aa: float = ALPHA_AA
-    # the shipped recipe (docs/models.md): 0.25 keeps most of the windowed gain of 0.5 and loses
-    # less on tight segments (the session-4 window ablation)
+    # the shipped recipe: 0.25 keeps most of the windowed gain of 0.5 and loses less on tight
+    # segments (docs/experiments.md, "Window ablation: indexer windows versus segments")
     window_prob: float = 0.25
     clip_prob: float = 0.25
     augment_prob: float = 0.4

@@ -1,4 +1,4 @@
-"""Where a ParallelKWS fails the LibriPhrase-style trials of `archive-train kws-eval` (session 11):
+"""Where a ParallelKWS fails the LibriPhrase-style trials of `archive-train kws-eval`:
 the positives it scores lowest, the negatives it scores highest (with the phrase really spoken),
 and the mean positive score by phrase length. The trials are kws-eval's (same seed, tight crops).
 

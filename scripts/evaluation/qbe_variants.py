@@ -1,15 +1,15 @@
 """Second stages for spoken queries, as bundles for `archive-eval search --bundle` (the comparison
-in docs/models.md, "Query by example on whisper frames"). Each is the shipped models with the
-reranker's query-by-example scoring changed; text queries are unchanged.
+in docs/experiments.md, "Query by example on whisper frames, shipped"). Each is the shipped
+models with the reranker's query-by-example scoring changed; text queries are unchanged.
 
     PYTHONPATH=scripts/evaluation archive-eval search ... --bundle qbe_variants:whisper_joint_100
 
 Names: <frames>_<how>_<weight %>, weight = how much the DTW score counts against the JMCL
 similarity (the engine's `audio_weight`). `whisper_joint` is what the engine ships;
 `tts_text_<weight %>` and `parallelkws_text` vary text queries instead, and
-`tts_voices_<voices>` the TTS voices that speak them (session 7; the synthesizers of `data.tts`). Every variant ranks by
-its raw score: its reranker name matches no `calibration.json` entry, since a calibration
-fitted for another scorer can saturate (scores round to ties) and distort MAP.
+`tts_voices_<voices>` the TTS voices that speak them (the synthesizers of `data.tts`). Every
+variant ranks by its raw score: its reranker name matches no `calibration.json` entry, since a
+calibration fitted for another scorer can saturate (scores round to ties) and distort MAP.
 """
 
 import functools
@@ -140,7 +140,7 @@ tts_voices_hts = lambda: _multi_voice(["espeak", "slt", "hts"])
 @dataclass
 class SpokenAndParallelKWS(KWSReranker):
     """`--tts` scoring mixed with the ParallelKWS probability: (1 - mix) x DTW + mix x probability
-    (the mean of the two beat both on LibriPhrase-style dev trials, docs/models.md)."""
+    (the mean of the two beat both on LibriPhrase-style dev trials, docs/experiments.md)."""
 
     mix: float = 0.5
 

@@ -1,4 +1,5 @@
-"""Does score normalisation help JMCL's cross view? (session 13, development sets only)
+"""Does score normalisation help JMCL's cross view? Development sets only (docs/experiments.md,
+"Score normalisation for the cross view, no gain").
 
 The word-discrimination cross view (`archive-train jmcl-eval`) pools every (segment, word) pair,
 so a word whose similarities all run high or low costs pooled AP. This probe rescores the same

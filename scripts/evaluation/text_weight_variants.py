@@ -1,12 +1,13 @@
 """The engine with another ParallelKWS text weight, as bundles for `archive-eval search --bundle`
-(the choice in docs/models.md, "JMCL on whisper frames"):
+(the choice in docs/experiments.md, "JMCL on whisper frames, shipped"):
 
     MODELS=work/s9/models PYTHONPATH=scripts/evaluation archive-eval search ... --bundle text_weight_variants:tw_10
 
 MODELS (environment): the checkpoint folder (default: the shipped models). `tw_<weight %>` ranks
 text hits by weight x ParallelKWS probability + (1 - weight) x JMCL similarity. `tts_kws_<weight %>`
 is `--tts` with the folder's kws-whisper.pt, its second-stage score being weight x ParallelKWS
-probability + (1 - weight) x the TTS voices' DTW score (session 10). Each variant's reranker is
+probability + (1 - weight) x the TTS voices' DTW score (docs/experiments.md, "ParallelKWS on whisper
+frames, shipped as kws-whisper.pt"). Each variant's reranker is
 renamed so that no `calibration.json` entry applies: it ranks by raw scores.
 """
 

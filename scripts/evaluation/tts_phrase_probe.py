@@ -1,8 +1,8 @@
 """LibriPhrase-style trials scored by the `--tts` DTW and by ParallelKWS, and ways to combine them
-(docs/models.md, "Three voices for `--tts`"): per trial, the cosine similarities along each TTS
-voice's best DTW path and the ParallelKWS probability; then EER all / easy / hard % for the
-path mean (the engine's score), local minima and percentiles of the path, and mixes with the
-probability.
+(docs/experiments.md, "Three voices for --tts and LibriPhrase-style trials"): per trial, the
+cosine similarities along each TTS voice's best DTW path and the ParallelKWS probability; then
+EER all / easy / hard % for the path mean (the engine's score), local minima and percentiles of
+the path, and mixes with the probability.
 
     .venv/bin/python scripts/evaluation/tts_phrase_probe.py work/calib/dev-real.jsonl --anchors 150
 """

@@ -1,4 +1,5 @@
-"""Evaluation files of the session-4 ablations (docs/models.md, "Training on indexer windows").
+"""Evaluation files of the window ablation (docs/experiments.md, "Window ablation: indexer windows
+versus segments").
 
 - work/data/abl-train-vocab.txt: every word of the train split of the three JMCL ablation
   training manifests (IV for `archive-eval windowed/search --vocab`);
@@ -6,7 +7,8 @@
   calibration's development speakers (the same split as make_calibration_dev.py, without the
   synthetic development corpus that script also needs).
 
-Run from the repository root after the manifests named below exist (commands in docs/models.md).
+Run from the repository root after the manifests named below exist (commands in
+docs/experiments.md).
 """
 
 from manifests import rows, split_test_other, write_manifest

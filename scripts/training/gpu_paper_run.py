@@ -1,8 +1,8 @@
-"""Train the `paper` configs on a lent GPU machine in one call (docs/models.md, "The `paper`
-configs on a GPU"). Runs from the repository root there, with the packed training audio in
+"""Train the `paper` configs on a lent GPU machine in one call (docs/experiments.md, "JMCL paper
+on a lent GPU"). Runs from the repository root there, with the packed training audio in
 .devdata/ (scripts/training/pack_for_device.py, manifests gzipped), and in .whl/ the wheels the
 machine lacks, the `distance` package (no wheel) and the augmentation caches (.whl/cache:
-rirs-24-0.npz, babble-12.npz); the model card lists the commands that make them. There:
+rirs-24-0.npz, babble-12.npz); docs/experiments.md lists the commands that make them. There:
 
     python3 scripts/training/gpu_paper_run.py OUT --budget 550 [--jobs jmcl|kws|jmcl,kws]
 

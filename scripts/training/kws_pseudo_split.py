@@ -1,4 +1,4 @@
-"""Split the pseudo-labelled train-clean-100 manifest for the ParallelKWS run (docs/models.md).
+"""Split the pseudo-labelled train-clean-100 manifest for the ParallelKWS runs (docs/models.md).
 
 work/kws/gse/pseudo-dev.jsonl: the 40 utterances named in kws-dev-ids.txt (one per speaker, drawn
 once with a seed when the run was made; the list is kept so the split is exact), used only to

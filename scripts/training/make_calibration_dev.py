@@ -1,9 +1,10 @@
-"""Split the development and held-out sets used for the score calibration (docs/models.md).
+"""Split the development and held-out sets used for the score calibration (docs/experiments.md,
+"Score calibration").
 
 - work/calib/dev.jsonl: 300 training-voice utterances of work/data/synth-2h-s1 (seeded shuffle; that
   corpus is not in the JMCL training data) + the pseudo-labelled test-other speakers 1688, 1998,
-  2033, 2414 and 2609. The engine's calibration is fitted here.
-- work/calib/dev-real.jsonl (session 7, the shipped calibration): real speech only, closer to
+  2033, 2414 and 2609: a mostly synthetic development archive, used to choose weights and models.
+- work/calib/dev-real.jsonl (the shipped calibration is fitted here): real speech only, closer to
   the archives the engine serves: the 40 pseudo-labelled train-clean-100 development utterances
   (work/kws/gse/pseudo-dev.jsonl, 40 speakers the models never trained on) + the same five
   test-other speakers.

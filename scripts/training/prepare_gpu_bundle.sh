@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make what a lent GPU machine needs to train (docs/models.md, "`paper` on a GPU"), in two
+# Make what a lent GPU machine needs to train (docs/experiments.md, "JMCL paper on a lent GPU"), in two
 # git-ignored folders of the repository that the device call carries:
 #   .devdata/  the training split of the manifests, audio as Ogg Opus, manifests gzipped
 #   .whl/      wheels of the Python packages that machine lacks (Python 3.12, x86-64), the
