@@ -46,9 +46,12 @@ class Archive:
             self._models = load_models()
         return self._models
 
-    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> IndexReport:
+    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None, transcribe: bool = True) -> IndexReport:
         """Index audio under `paths` (incremental: unchanged skipped, changed redone, vanished removed).
 
+        transcribe: also keep a transcript of every file (whisper tiny.en), which text search
+        fuses with the acoustic evidence; files indexed without one gain it on a later run with
+        transcribe on. False keeps an acoustic-only index (about twice as fast to build).
         Takes the index's write lock for the run (IndexLockedError if another indexer has it).
         """
         if isinstance(paths, (str, Path)):
@@ -60,7 +63,8 @@ class Archive:
         try:
             # open_for_writing repaired what a killed run left; say which files it dropped.
             report.repaired = list(store.last_check.dropped_files) if store.last_check else []
-            Indexer(store, models.audio, progress=progress).run(paths, report)
+            transcriber = models.transcriber if transcribe else None
+            Indexer(store, models.audio, progress=progress, transcriber=transcriber).run(paths, report)
         finally:
             store.close()
         self._reset()
@@ -102,6 +106,8 @@ class Archive:
             "files": files,
             "windows": windows,
             "vectors": store.vectors.ntotal,
+            "words": store.word_count(),
+            "transcript_model": store.transcript_model,
             "bytes": store.size_bytes(),
             "index_kind": store.vectors.kind,
             "model": store.settings.model_name if store.settings else None,

@@ -132,10 +132,56 @@ class FakeReranker:
         return self._score(regions, embed_signal(query))
 
 
-def fake_bundle(lexicon: dict[str, np.ndarray] | None = None, name: str = "fake-v1", reranker: bool = True) -> ModelBundle:
+class FakeTranscriber:
+    """Hears tone words: each stretch of sound (10 ms frames louder than `LOUD`, gaps under
+    0.1 s bridged) is the tone word whose band pattern it is closest to. `spellings` maps a word
+    to what it is heard as ("planet" -> "plan it": a mis-transcribed name); the stretch is shared
+    evenly by the heard tokens. `calls` counts transcriptions, `seconds` the audio they read."""
+
+    name = "fake-transcriber"
+    LOUD = 0.02
+
+    def __init__(self, spellings: dict[str, str] | None = None, vocabulary: Sequence[str] | None = None):
+        self.spellings = spellings or {}
+        self.vocabulary = list(vocabulary or WORD_BANDS)
+        self._references = {word: embed_signal(tone_word(word)) for word in self.vocabulary}
+        self.calls = 0
+        self.seconds = 0.0
+
+    def transcribe(self, samples: np.ndarray):
+        from archive_search.embedders.transcriber import TimedWord
+
+        self.calls += 1
+        samples = np.asarray(samples, dtype=np.float32)
+        self.seconds += len(samples) / SAMPLE_RATE
+        frame = SAMPLE_RATE // 100
+        count = len(samples) // frame
+        loud = np.sqrt((samples[: count * frame].reshape(count, frame) ** 2).mean(axis=1)) > self.LOUD
+        words, first = [], None
+        for index in range(count + 11):
+            active = index < count and (loud[index] or (first is not None and loud[index : index + 10].any()))
+            if active and first is None:
+                first = index
+            elif not active and first is not None:
+                start, end = first / 100, index / 100
+                first = None
+                if end - start < 0.2:
+                    continue
+                vector = embed_signal(samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+                word = max(self.vocabulary, key=lambda w: float(vector @ self._references[w]))
+                tokens = self.spellings.get(word, word).split()
+                step = (end - start) / len(tokens)
+                words += [TimedWord(t, round(start + i * step, 3), round(start + (i + 1) * step, 3), 0.9) for i, t in enumerate(tokens)]
+        return words
+
+
+def fake_bundle(lexicon: dict[str, np.ndarray] | None = None, name: str = "fake-v1", reranker: bool = True,
+                transcriber: FakeTranscriber | None = None) -> ModelBundle:  # fmt: skip
+    """Fake models; with `transcriber`, indexes keep transcripts and text search fuses channels."""
     audio = FakeAudioEmbedder(name)
     text = OracleTextEmbedder(audio, lexicon)
-    return ModelBundle(name, audio, text, FakeReranker(text) if reranker else None)
+    factory = (lambda: transcriber) if transcriber is not None else None
+    return ModelBundle(name, audio, text, FakeReranker(text) if reranker else None, transcriber_factory=factory)
 
 
 # -- audio made in code ---------------------------------------------------------------

@@ -15,12 +15,15 @@ from archive_search.search.engine import Hit, write_clip
 
 
 def format_table(hits: list[Hit]) -> str:
-    """Hits as a readable table: rank, score, start, end, file."""
+    """Hits as a readable table: rank, score, start, end, file, and the words around the hit
+    (on its own indented line) when the index keeps transcripts."""
     lines = [f"{'#':>3}  {'score':>5}  {'start':>9}  {'end':>9}  file"]
     for rank, hit in enumerate(hits, 1):
         lines.append(
             f"{rank:>3}  {hit.score:5.3f}  {_clock(hit.start):>9}  {_clock(hit.end):>9}  {printable(hit.file)}"
         )
+        if hit.text:
+            lines.append(f"{'':>5}  \"{printable(hit.text)}\"")
     return "\n".join(lines)
 
 
@@ -36,7 +39,7 @@ def _clock(seconds: float) -> str:
 @index_option
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Only hits scoring at least this.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score, text.")
 @click.option("--clips", type=click.Path(file_okay=False, path_type=Path), help="Write each hit's audio here as wav.")
 @click.option("--text-scoring", type=click.Choice(TEXT_SCORINGS), default=None,
               help="How text hits are reranked: parallelkws (the default, ~0.1 s per query on CPU); parallelkws-whisper "

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from archive_search.embedders.base import AudioEmbedder, Reranker, TextEmbedder
 from archive_search.errors import CheckpointError
 
 if TYPE_CHECKING:
+    from archive_search.embedders.transcriber import Transcriber
     from archive_search.search.calibration import Calibration
+    from archive_search.search.fusion import Fusion
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 """Shipped default weights, inside the package so an installed engine finds them."""
@@ -41,6 +43,18 @@ class ModelBundle:
     calibrations: "dict[str, Calibration]" = field(default_factory=dict)
     """Raw score -> [0, 1] maps fitted on development data (`calibration.json` beside the
     checkpoints), by scorer name; the engine applies the one of the scorer it searches with."""
+    fusions: "dict[str, dict[str, Fusion]]" = field(default_factory=dict)
+    """Evidence fusions fitted on development data (`fusion.json`), by scorer name and query kind;
+    used on indexes that keep transcripts."""
+    transcriber_factory: "Callable[[], Transcriber] | None" = None
+    """Makes the transcriber on first use (indexing, and query by example on a transcribed index)."""
+    _transcriber: "Transcriber | None" = field(default=None, repr=False)
+
+    @property
+    def transcriber(self) -> "Transcriber | None":
+        if self._transcriber is None and self.transcriber_factory is not None:
+            self._transcriber = self.transcriber_factory()
+        return self._transcriber
 
 
 def load_models(checkpoint_dir: str | Path | None = None, device: str | None = None, text_scoring: str = "parallelkws") -> ModelBundle:
@@ -55,7 +69,9 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     from archive_search.embedders.jmcl import default_device, load_jmcl
     from archive_search.embedders.parallelkws import read_kws_dims
     from archive_search.embedders.rerank import load_reranker
+    from archive_search.embedders.transcriber import WhisperTranscriber
     from archive_search.search.calibration import CALIBRATION_FILE, load_calibrations
+    from archive_search.search.fusion import FUSION_FILE, load_fusions
 
     if text_scoring not in TEXT_SCORINGS:
         raise CheckpointError(f"unknown text scoring {text_scoring!r}; one of {', '.join(TEXT_SCORINGS)}")
@@ -76,4 +92,12 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     # conformer path needs ctc.pt as well (without it there is no reranker, as before).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
         reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved), text_scoring=reranker_scoring)
-    return ModelBundle(audio.name, audio, text, reranker, load_calibrations(directory / CALIBRATION_FILE))
+    whisper_device = "cuda" if str(resolved).startswith("cuda") else "cpu"
+    return ModelBundle(audio.name, audio, text, reranker, load_calibrations(directory / CALIBRATION_FILE),
+                       load_fusions(directory / FUSION_FILE), lambda: WhisperTranscriber(threads=_threads(), device=whisper_device))  # fmt: skip
+
+
+def _threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())

@@ -1,4 +1,11 @@
-"""Indexing: walk folders, detect changes, stream and window each file, embed, store.
+"""Indexing: walk folders, detect changes, stream and window each file, embed, transcribe, store.
+
+With a transcriber, each file's words go into the same transaction as its windows. Long files
+are transcribed chunk by chunk as they stream (`StreamingTranscript`); files of at most
+`SHORT_FILE_S` wait in a pack and are transcribed together in one whisper pass
+(`transcribe_packed`), then committed one by one. Files indexed without a transcript (an index
+made with `--no-transcript`, or before transcripts existed) gain one on the next run, without
+being embedded again.
 
 Per-file errors are collected (file + reason) and indexing carries on; each file is written
 in one transaction, and the FAISS index is saved atomically every `save_every_s` seconds and
@@ -8,6 +15,7 @@ at the end (see storage/store.py for why a kill at any point loses nothing commi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -30,10 +38,20 @@ from archive_search.audio import (
     stream_audio,
 )
 from archive_search.embedders.base import AudioEmbedder
+from archive_search.embedders.g2p import word_phonemes
+from archive_search.embedders.transcriber import (
+    PACK_GAP_S,
+    PACK_SECONDS,
+    SHORT_FILE_S,
+    StreamingTranscript,
+    TimedWord,
+    Transcriber,
+    transcribe_packed,
+)
 from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWriteError
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
 from archive_search.indexer.windows import StreamWindower, WindowBatch
-from archive_search.storage.store import IndexSettings, Store, StoredFile
+from archive_search.storage.store import IndexSettings, Store, StoredFile, StoredWord, Transcript
 
 SILENCE_PEAK = 1e-3
 """A file whose absolute peak stays below this (about -60 dBFS) is silent: stored, not embedded."""
@@ -93,6 +111,9 @@ class IndexReport:
     elapsed_s: float = 0.0
     repaired: list[str] = field(default_factory=list)
     """Files dropped by the crash repair on open (a previous run was interrupted); re-indexed here."""
+    transcribed: int = 0
+    """Files whose transcript this run wrote (new and changed files, and older files that had none)."""
+    words_added: int = 0
 
     @property
     def ok(self) -> bool:
@@ -121,9 +142,12 @@ class Indexer:
         progress: ProgressCallback | None = None,
         save_every_s: float = 30.0,
         chunk_s: float | None = None,
+        transcriber: Transcriber | None = None,
     ):
         self.store = store
         self.embedder = embedder
+        self.transcriber = transcriber
+        self._pack: list[_PendingFile] = []
         self.progress = progress
         self.save_every_s = save_every_s
         self.chunk_s = chunk_s or STREAM_CHUNK_S
@@ -149,6 +173,8 @@ class Indexer:
             if path not in found and (_under(path, roots) or not os.path.lexists(path))
         ]
         last_save = time.monotonic()
+        if self.transcriber is not None:
+            self.store.keep_transcripts(self.transcriber.name)
         try:
             if vanished:
                 self.store.remove_files(vanished)
@@ -159,6 +185,7 @@ class Indexer:
                 if time.monotonic() - last_save > self.save_every_s:
                     self.store.save_vectors()
                     last_save = time.monotonic()
+            self._commit_pack(report)
         except BaseException:
             # Also on Ctrl-C or a full disk: what was committed keeps its vectors if they can
             # still be saved; if not, the saved index stays as it was and the next run repairs
@@ -179,17 +206,19 @@ class Indexer:
         self, candidate: Candidate, stored: StoredFile | None, report: IndexReport, started: float, number: int, total: int
     ) -> None:
         path = candidate.path
-        if stored is not None and stored.size == candidate.size and stored.mtime == candidate.mtime:
-            report.unchanged += 1
-            return
         try:
+            if stored is not None and stored.size == candidate.size and stored.mtime == candidate.mtime:
+                report.unchanged += 1
+                self._add_missing_transcript(stored, report)
+                return
             digest = content_hash(path)
             if stored is not None and stored.content_hash == digest:
                 self.store.touch_file(path, candidate.size, candidate.mtime)
                 report.unchanged += 1
+                self._add_missing_transcript(stored, report)
                 return
             sample_rate = _native_rate(path)
-            windows, vectors, duration, peak = self._embed_file(path, report, started, number, total)
+            windows, vectors, duration, peak, words, short_clip = self._embed_file(path, report, started, number, total)
         except IndexWriteError:
             raise  # the index, not this file, is the problem: stop the run
         except ArchiveSearchError as exc:
@@ -211,21 +240,85 @@ class Indexer:
             note = "is silent"
         if note is not None:
             windows, vectors = np.zeros((0, 3)), np.zeros((0, self.embedder.dim), np.float32)
+            words, short_clip = [], None
             report.skipped.append(FileIssue(path, note))
-        self.store.put_file(path, digest, candidate.size, candidate.mtime, duration, sample_rate, windows, vectors, note)
-        (report.updated if stored is not None else report.added).append(path)
-        report.windows_added += len(windows)
+        pending = _PendingFile(path, digest, candidate.size, candidate.mtime, duration, sample_rate, windows, vectors, note,
+                               stored is not None, words)  # fmt: skip
+        if self.transcriber is not None and short_clip is not None:
+            self._pack.append((pending, short_clip))
+            if sum(len(clip) for _, clip in self._pack) / SAMPLE_RATE + PACK_GAP_S * len(self._pack) >= PACK_SECONDS:
+                self._commit_pack(report)
+            return
+        self._commit(pending, report)
+
+    def _commit(self, pending: "_PendingFile", report: IndexReport) -> None:
+        transcript = None
+        if self.transcriber is not None:
+            transcript = _transcript(self.transcriber.name, pending.words or [])
+            report.transcribed += 1
+            report.words_added += len(transcript.words)
+        self.store.put_file(pending.path, pending.digest, pending.size, pending.mtime, pending.duration, pending.sample_rate,
+                            pending.windows, pending.vectors, pending.note, transcript)  # fmt: skip
+        (report.updated if pending.replaces else report.added).append(pending.path)
+        report.windows_added += len(pending.windows)
+
+    def _commit_pack(self, report: IndexReport) -> None:
+        """Transcribe the waiting short files in shared whisper passes, then commit each."""
+        pack, self._pack = self._pack, []
+        if not pack:
+            return
+        assert self.transcriber is not None
+        try:
+            packed_words = transcribe_packed(self.transcriber.transcribe, [clip for _, clip in pack])
+        except (ArchiveSearchError, RuntimeError, ValueError) as exc:
+            for pending, _ in pack:  # not committed: the next run tries them again
+                report.errors.append(FileIssue(pending.path, f"transcription failed: {exc}"))
+            return
+        for (pending, _), words in zip(pack, packed_words):
+            pending.words = words
+            self._commit(pending, report)
+
+    def _add_missing_transcript(self, stored: StoredFile, report: IndexReport) -> None:
+        """Transcribe an indexed file that has no transcript yet (its windows stay as they are)."""
+        if self.transcriber is None or stored.transcribed:
+            return
+        words: list[TimedWord] = []
+        if stored.n_windows:
+            streaming = StreamingTranscript(self.transcriber)
+            for chunk in stream_audio(stored.path, chunk_s=self.chunk_s):
+                streaming.push(chunk.samples)
+                report.audio_s += chunk.duration_s
+            words = streaming.finish()
+        transcript = _transcript(self.transcriber.name, words)
+        self.store.put_transcript(stored.path, transcript)
+        report.transcribed += 1
+        report.words_added += len(transcript.words)
 
     def _embed_file(self, path: str, report: IndexReport, started: float, number: int, total: int):
+        """Windows (N, 3), vectors (N, D), duration s, peak, and the transcript: its words for a
+        long file, or the file's samples (short_clip) when it is short enough to be packed."""
         windower = StreamWindower(self.scales, self.hop_fraction)
         windows, vectors = [], []
         peak = 0.0
+        held: list[np.ndarray] = []  # a file's first seconds, until it proves too long to pack
+        streaming = None
         for chunk in stream_audio(path, chunk_s=self.chunk_s):
             if len(chunk.samples):
                 peak = max(peak, float(np.max(np.abs(chunk.samples))))
             batch = windower.push(chunk.samples)
             if batch is not None:
                 self._embed(path, batch, windows, vectors)
+            if self.transcriber is not None:
+                if streaming is None and windower.duration <= SHORT_FILE_S:
+                    held.append(chunk.samples)
+                else:
+                    if streaming is None:
+                        streaming = StreamingTranscript(self.transcriber)
+                        held.append(chunk.samples)
+                        streaming.push(np.concatenate(held))
+                        held = []
+                    else:
+                        streaming.push(chunk.samples)
             report.audio_s += chunk.duration_s
             self._notify(number, total, report, started, path)
         tail = windower.finish()
@@ -234,11 +327,15 @@ class Indexer:
         if tail is not None:
             self._embed(path, tail, windows, vectors)
         dim = self.embedder.dim
+        words = streaming.finish() if streaming is not None else []
+        short_clip = np.concatenate(held) if held else None
         return (
             np.concatenate(windows) if windows else np.zeros((0, 3)),
             np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
             windower.duration,
             peak,
+            words,
+            short_clip,
         )
 
     def _embed(self, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
@@ -249,6 +346,32 @@ class Indexer:
             raise AudioDecodeError(path, "the audio model returned non-finite vectors")
         windows.append(batch.windows)
         vectors.append(embedded)
+
+
+@dataclass
+class _PendingFile:
+    """A file embedded but not yet committed (put_file's arguments)."""
+
+    path: str
+    digest: str
+    size: int
+    mtime: float
+    duration: float
+    sample_rate: int
+    windows: np.ndarray
+    vectors: np.ndarray
+    note: str | None
+    replaces: bool
+    words: list[TimedWord] | None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _token_phonemes(token: str) -> str:
+    return " ".join(word_phonemes(token))
+
+
+def _transcript(model: str, words: list[TimedWord]) -> Transcript:
+    return Transcript(model, [StoredWord(w.token, w.start, w.end, w.probability, _token_phonemes(w.token)) for w in words])
 
 
 def index_settings(model_name: str, dim: int) -> IndexSettings:

@@ -1,19 +1,22 @@
-"""Search: query -> vector -> FAISS candidates -> regions -> rerank -> calibrated, ranked hits."""
+"""Search: query -> candidates from every channel -> regions -> rerank -> one score -> ranked hits."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from archive_search.audio import MIN_AUDIO_S, REGION_CONTEXT_S, SAMPLE_RATE, load_audio, load_segment, trim_silence
-from archive_search.embedders.g2p import Pronunciation, pronounce
+from archive_search.embedders.g2p import MAX_QUERY_WORDS, Pronunciation, pronounce, word_phonemes
 from archive_search.embedders.registry import ModelBundle
 from archive_search.errors import AudioDecodeError, QueryError
 from archive_search.search.calibration import scorer_name
+from archive_search.search.fusion import PRIOR_FUSION, Evidence, Fusion, QueryContext, feature_matrix, fuse
 from archive_search.search.regions import Candidate, Region, merge_regions
+from archive_search.search.transcripts import TranscriptIndex, TranscriptMatch
 from archive_search.storage.store import Store
 
 CANDIDATE_WINDOWS = 100
@@ -31,15 +34,26 @@ MAX_QUERY_CLIP_S = 5.0
 """Seconds. Query-by-example clips are words or short phrases; longer clips are refused."""
 
 
+CHANNELS = ("vectors", "exact", "phonetic")
+"""Candidate sources, in the order they are merged: JMCL's nearest windows, exact transcript
+word matches, phonetic near matches in the transcript. A Searcher may run any subset (ablation)."""
+
+QBE_MIN_WORD_PROBABILITY = 0.5
+"""A query clip whose transcript's mean word probability is below this is searched acoustically
+only: whisper is unsure of what was said, and wrong words would find wrong places."""
+
+
 @dataclass(frozen=True)
 class Hit:
-    """One place the query is spoken: absolute file path, start/end seconds, score in [0, 1]."""
+    """One place the query is spoken: absolute file path, start/end seconds, score in [0, 1], and
+    the transcript words around it when the index keeps transcripts."""
 
     query: str
     file: str
     start: float
     end: float
     score: float
+    text: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,20 +64,58 @@ def retrieval_score(similarity: float) -> float:
     return float(min(1.0, max(0.0, similarity)))
 
 
-class Searcher:
-    """Searches one Store with one ModelBundle."""
+@dataclass
+class QueryEvidence:
+    """Every candidate region of one query with its evidence, before scoring (`Searcher.gather`)."""
 
-    def __init__(self, store: Store, models: ModelBundle, candidates: int = CANDIDATE_WINDOWS, rerank_regions: int = RERANK_REGIONS):
+    label: str
+    kind: str
+    """"text" or "audio"."""
+    regions: list[Evidence]
+    context: QueryContext
+    fused: bool
+    """True when the index keeps transcripts: the regions are scored by the fusion."""
+
+    def features(self) -> np.ndarray:
+        """(N, len(FEATURES)) evidence columns of the regions."""
+        return feature_matrix(self.regions, self.context)
+
+
+class Searcher:
+    """Searches one Store with one ModelBundle.
+
+    Stages, in order: candidates from each channel (`CHANNELS`), merged into regions; the
+    reranker scores the most promising regions; one score per region (the fusion when the
+    index keeps transcripts, else the calibrated acoustic score); one hit per place."""
+
+    def __init__(self, store: Store, models: ModelBundle, candidates: int = CANDIDATE_WINDOWS, rerank_regions: int = RERANK_REGIONS,
+                 channels: Sequence[str] = CHANNELS):  # fmt: skip
         self.store = store
         self.models = models
         self.candidates = candidates
         self.rerank_regions = rerank_regions
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise QueryError(f"unknown search channels {sorted(unknown)}; known: {', '.join(CHANNELS)}")
+        self.channels = tuple(channels)
+        self._transcripts: TranscriptIndex | None = None
+        self._transcripts_version: tuple[int, float] | None = None
         store.check_model(models.name, models.audio.dim)
         if models.text.dim != models.audio.dim:
             raise QueryError(f"model {models.name!r}: text vectors have {models.text.dim} dimensions, audio {models.audio.dim}")
 
+    # -- public stages ------------------------------------------------------------------
     def search(self, text: str, top: int = 10, threshold: float | None = None) -> list[Hit]:
         """Ranked hits for a word or short phrase (QueryError for unusable text)."""
+        return self.hits(self.gather(text, top), top, threshold)
+
+    def search_audio(self, query: str | Path | np.ndarray, top: int = 10, threshold: float | None = None) -> list[Hit]:
+        """Ranked hits for a spoken clip (a path, or 16 kHz mono float samples)."""
+        return self.hits(self.gather_audio(query, top), top, threshold)
+
+    def gather(self, text: str, top: int = 10) -> QueryEvidence:
+        """A text query's candidate regions with every channel's evidence, reranked."""
+        _check_top(top)
         pronunciation: Pronunciation = pronounce(text)
         vector = np.asarray(self.models.text.embed_phonemes([pronunciation.phonemes]), dtype=np.float32)
         reranker = self.models.reranker
@@ -71,50 +123,115 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_text(audio, pronunciation.phonemes, pronunciation.text)
 
-        return self._search(text, "text", vector, rerank if reranker is not None else None, top, threshold)
+        return self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
+                            rerank if reranker is not None else None, top)  # fmt: skip
 
-    def search_audio(self, query: str | Path | np.ndarray, top: int = 10, threshold: float | None = None) -> list[Hit]:
-        """Ranked hits for a spoken clip (a path, or 16 kHz mono float samples)."""
-        if isinstance(query, (str, Path)):
-            label = os.path.abspath(os.fspath(query))
-            samples = load_audio(query)
-        else:
-            label = "<audio>"
-            samples = np.asarray(query, dtype=np.float32).reshape(-1)
-        if not np.isfinite(samples).all():
-            raise QueryError("the query clip holds non-finite samples")
-        clip = trim_silence(samples)
-        if len(clip) < MIN_AUDIO_S * SAMPLE_RATE:
-            raise QueryError(f"the query clip {label} is too short after trimming silence ({len(clip) / SAMPLE_RATE:.2f} s)")
-        if np.max(np.abs(clip)) < 1e-3:
-            raise QueryError(f"the query clip {label} is silent")
-        if len(clip) > MAX_QUERY_CLIP_S * SAMPLE_RATE:
-            raise QueryError(
-                f"the query clip {label} is {len(clip) / SAMPLE_RATE:.1f} s long; at most {MAX_QUERY_CLIP_S:.0f} s "
-                "(a word or short phrase) is searched"
-            )
+    def gather_audio(self, query: str | Path | np.ndarray, top: int = 10) -> QueryEvidence:
+        """A spoken query's candidate regions: acoustic ones, plus the transcript channels
+        searched with the clip's own words when whisper hears them clearly."""
+        _check_top(top)
+        label, clip = _query_clip(query)
         vector = np.asarray(self.models.audio.embed_clips([clip]), dtype=np.float32)
         reranker = self.models.reranker
+        words, phonemes = (), ()
+        transcriber = self.models.transcriber
+        if transcriber is not None and self.transcripts() is not None:
+            heard = transcriber.transcribe(clip)
+            if heard and float(np.mean([w.probability for w in heard])) >= QBE_MIN_WORD_PROBABILITY:
+                words = tuple(w.token for w in heard)[:MAX_QUERY_WORDS]
+                phonemes = tuple(p for token in words for p in word_phonemes(token))
 
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_audio(audio, clip)
 
-        return self._search(label, "audio", vector, rerank if reranker is not None else None, top, threshold)
+        return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top)
 
-    def _score(self, kind: str, raw: float) -> float:
-        """A raw score (reranker probability, else cosine similarity) -> the hit's [0, 1] score,
-        calibrated when the bundle carries a calibration fitted for exactly these models."""
-        reranker = self.models.reranker
-        calibration = self.models.calibrations.get(scorer_name(self.models.name, reranker.name if reranker else None))
-        if calibration is not None:
-            return calibration.apply(kind, raw)
-        return retrieval_score(raw)
-
-    def _search(self, label: str, kind: str, vector: np.ndarray, rerank, top: int, threshold: float | None) -> list[Hit]:
-        if top < 1:
-            raise QueryError(f"top must be at least 1, not {top}")
+    def hits(self, evidence: QueryEvidence, top: int = 10, threshold: float | None = None) -> list[Hit]:
+        """Score the regions, drop those under `threshold`, keep one hit per place, best first."""
+        _check_top(top)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise QueryError(f"threshold must lie in [0, 1], not {threshold}")
+        scores = self.score(evidence)
+        transcripts = self.transcripts() if evidence.fused else None
+        hits: list[Hit] = []
+        for index in np.argsort(-scores, kind="stable"):
+            region, score = evidence.regions[index], float(scores[index])
+            if threshold is not None and score < threshold:
+                break
+            start, end = region.start, region.end
+            pad = REGION_CONTEXT_S
+            if any(h.file == region.file and start < h.end + pad and h.start - pad < end for h in hits):
+                continue  # a neighbour of a better hit (it reranks high on the shared context): one hit per place
+            text = transcripts.words_around(region.file, start, end) if transcripts is not None else None
+            hits.append(Hit(evidence.label, region.file, round(start, 3), round(end, 3), round(score, 4), text))
+            if len(hits) == top:
+                break
+        return hits
+
+    def score(self, evidence: QueryEvidence) -> np.ndarray:
+        """(N,) scores in [0, 1] of the query's regions."""
+        if not evidence.regions:
+            return np.zeros(0)
+        if evidence.fused:
+            return fuse(evidence.features(), self.fusion(evidence.kind))
+        reranker = self.models.reranker
+        # A reranker may declare how much its score counts against the retrieval similarity
+        # (KWSReranker: text 0.25, chosen on a dev set; see docs/models.md); default: all.
+        weight = float(getattr(reranker, f"{evidence.kind}_weight", 1.0)) if reranker is not None else 0.0
+        calibration = self.models.calibrations.get(scorer_name(self.models.name, reranker.name if reranker else None))
+        raw = [weight * (r.rerank or 0.0) + (1 - weight) * (r.similarity or 0.0) for r in evidence.regions]
+        if calibration is not None:
+            return np.array([calibration.apply(evidence.kind, value) for value in raw])
+        return np.array([retrieval_score(value) for value in raw])
+
+    def fusion(self, kind: str) -> Fusion:
+        """The fusion fitted for this bundle's scorer and query kind, else the prior."""
+        reranker = self.models.reranker
+        fitted = self.models.fusions.get(scorer_name(self.models.name, reranker.name if reranker else None), {})
+        return fitted.get(kind, PRIOR_FUSION)
+
+    def transcripts(self) -> TranscriptIndex | None:
+        """The index's transcript words (reloaded when an indexer has written new ones); None for
+        an acoustic-only index or when no transcript channel is on."""
+        if self.store.transcript_model is None:
+            self.store.reload_meta()
+        if self.store.transcript_model is None or not {"exact", "phonetic"} & set(self.channels):
+            return None
+        version = self.store.transcript_version()
+        if self._transcripts is None or version != self._transcripts_version:
+            self._transcripts = TranscriptIndex.from_store(self.store)
+            self._transcripts_version = version
+        return self._transcripts
+
+    # -- stages -------------------------------------------------------------------------
+    def _gather(self, label: str, kind: str, vector: np.ndarray, words: Sequence[str], phonemes: Sequence[str],
+                rerank, top: int) -> QueryEvidence:  # fmt: skip
+        # 1. JMCL's nearest windows, merged into regions around peaks
+        regions, floor = self._vector_regions(vector, top) if "vectors" in self.channels else ([], 0.0)
+        evidence = [Evidence(r.file, *r.hit_span(), similarity=r.similarity, sources={"vectors"}) for r in regions]
+        # 2. transcript matches join the region they fall in, or stand as regions of their own
+        transcripts = self.transcripts()
+        fused = transcripts is not None
+        context = QueryContext(len(phonemes), 0, False, floor)
+        if transcripts is not None and words:
+            matches = transcripts.exact(words) if "exact" in self.channels else []
+            context = QueryContext(len(phonemes), len(matches), all(w in transcripts for w in words), floor)
+            if "phonetic" in self.channels:
+                matches += transcripts.phonetic(phonemes, len(words))
+            _merge_matches(evidence, matches)
+        # 3. the reranker scores the most promising regions; the rest are dropped
+        if fused:
+            prior = fuse(feature_matrix(evidence, context), PRIOR_FUSION)
+            evidence = [evidence[i] for i in np.argsort(-prior, kind="stable")]
+        if rerank is not None:
+            evidence = evidence[: max(self.rerank_regions, top)]
+            for item, score in zip(evidence, self._rerank(evidence, rerank)):
+                item.rerank = score
+            evidence = [item for item in evidence if item.rerank is not None]
+        return QueryEvidence(label, kind, evidence, context, fused)
+
+    def _vector_regions(self, vector: np.ndarray, top: int) -> tuple[list[Region], float]:
+        """Regions of the nearest windows, best first, and the lowest similarity returned."""
         result = self.store.vectors.search(vector.reshape(1, -1), max(self.candidates, 2 * top))[0]
         rows = self.store.windows(result.ids.tolist())  # vectors of deleted files have no row: skipped
         candidates = [
@@ -122,40 +239,16 @@ class Searcher:
             for i, s in zip(result.ids.tolist(), result.scores.tolist())
             if i in rows
         ]
-        durations = {rows[i].file: rows[i].file_duration for i in rows}
-        regions = merge_regions(candidates)
-        if rerank is not None:
-            chosen = regions[: max(self.rerank_regions, top)]
-            scores = self._rerank(chosen, durations, rerank)
-            # A reranker may declare how much its score counts against the retrieval similarity
-            # (KWSReranker: text 0.25, chosen on a dev set; see docs/models.md); default: all.
-            weight = float(getattr(self.models.reranker, f"{kind}_weight", 1.0))
-            kept = [(region, self._score(kind, weight * score + (1 - weight) * region.similarity))
-                    for region, score in zip(chosen, scores) if score is not None]  # fmt: skip
-        else:
-            kept = [(region, self._score(kind, region.similarity)) for region in regions]
-        kept.sort(key=lambda pair: -pair[1])
-        hits: list[Hit] = []
-        for region, score in kept:
-            if threshold is not None and score < threshold:
-                continue
-            start, end = region.hit_span()
-            pad = REGION_CONTEXT_S
-            if any(h.file == region.file and start < h.end + pad and h.start - pad < end for h in hits):
-                continue  # a neighbour of a better hit (it reranks high on the shared context): one hit per place
-            hits.append(Hit(label, region.file, round(start, 3), round(end, 3), round(float(score), 4)))
-            if len(hits) == top:
-                break
-        return hits
+        floor = min((c.similarity for c in candidates), default=0.0)
+        return merge_regions(candidates), floor
 
-    def _rerank(self, regions: list[Region], durations: dict[str, float], rerank) -> list[float | None]:
+    def _rerank(self, regions: list[Evidence], rerank) -> list[float | None]:
         audio, slots = [], []
         for slot, region in enumerate(regions):
-            # Rerank the hit span (the best window, at most the longest scale) plus context,
-            # not the whole merged region: the reranker's cost grows with the audio it reads.
-            hit_start, hit_end = region.hit_span()
-            start = max(0.0, hit_start - REGION_CONTEXT_S)
-            end = min(durations.get(region.file, hit_end), hit_end + REGION_CONTEXT_S)
+            # Rerank the hit span plus context, not a whole merged region: the reranker's cost
+            # grows with the audio it reads.
+            start = max(0.0, region.start - REGION_CONTEXT_S)
+            end = region.end + REGION_CONTEXT_S
             try:
                 samples = load_segment(region.file, start, end)
             except (AudioDecodeError, OSError):
@@ -170,6 +263,57 @@ class Searcher:
             for slot, probability in zip(slots, probabilities):
                 scores[slot] = float(np.nan_to_num(probability, nan=0.0))
         return scores
+
+
+MATCH_TOLERANCE_S = 0.3
+"""Seconds. A transcript match joins a region whose span it overlaps or nearly touches: window
+edges and whisper's word times both err by about this much."""
+
+
+def _merge_matches(evidence: list[Evidence], matches: Sequence[TranscriptMatch]) -> None:
+    """Attach each transcript match to the acoustic region it overlaps (its words' times become
+    the region's span), or add it as a region of its own: one region per place, whatever the
+    channels that found it."""
+    for match in matches:
+        middle = (match.start + match.end) / 2
+        home = None
+        for item in evidence:
+            if item.file == match.file and item.start - MATCH_TOLERANCE_S <= middle <= item.end + MATCH_TOLERANCE_S:
+                if home is None or abs((item.start + item.end) / 2 - middle) < abs((home.start + home.end) / 2 - middle):
+                    home = item
+        if home is None:
+            home = Evidence(match.file, match.start, match.end)
+            evidence.append(home)
+        home.add_match(match)
+        home.start, home.end = home.transcript_span
+
+
+def _check_top(top: int) -> None:
+    if top < 1:
+        raise QueryError(f"top must be at least 1, not {top}")
+
+
+def _query_clip(query: str | Path | np.ndarray) -> tuple[str, np.ndarray]:
+    """A query clip's label and its samples, silence trimmed; QueryError when it is unusable."""
+    if isinstance(query, (str, Path)):
+        label = os.path.abspath(os.fspath(query))
+        samples = load_audio(query)
+    else:
+        label = "<audio>"
+        samples = np.asarray(query, dtype=np.float32).reshape(-1)
+    if not np.isfinite(samples).all():
+        raise QueryError("the query clip holds non-finite samples")
+    clip = trim_silence(samples)
+    if len(clip) < MIN_AUDIO_S * SAMPLE_RATE:
+        raise QueryError(f"the query clip {label} is too short after trimming silence ({len(clip) / SAMPLE_RATE:.2f} s)")
+    if np.max(np.abs(clip)) < 1e-3:
+        raise QueryError(f"the query clip {label} is silent")
+    if len(clip) > MAX_QUERY_CLIP_S * SAMPLE_RATE:
+        raise QueryError(
+            f"the query clip {label} is {len(clip) / SAMPLE_RATE:.1f} s long; at most {MAX_QUERY_CLIP_S:.0f} s "
+            "(a word or short phrase) is searched"
+        )
+    return label, clip
 
 
 CLIP_CONTEXT_S = 0.25

@@ -1,4 +1,4 @@
-"""SQLite metadata of an index (SQLAlchemy 2.0): files, windows, and key/value meta.
+"""SQLite metadata of an index (SQLAlchemy 2.0): files, windows, transcripts, and key/value meta.
 
 Paths are stored as the file system's own bytes (`os.fsencode`), so names that are not
 UTF-8 round-trip exactly. Window ids are the FAISS vector ids; AUTOINCREMENT keeps them from
@@ -49,6 +49,35 @@ class WindowRow(Base):
     end: Mapped[float] = mapped_column(Float, nullable=False)
     scale: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     """Index into the index's `window_scales_s` meta value (the `end - start` before tail clipping)."""
+
+
+class TranscriptRow(Base):
+    """A file's transcript: present once the file was transcribed (with zero words when it holds
+    no speech). The tables are additive, so an index made without transcripts gains them when
+    `archive-index` runs again; no schema version change, no rebuild."""
+
+    __tablename__ = "transcripts"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    n_words: Mapped[int] = mapped_column(Integer, nullable=False)
+    transcribed_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class WordRow(Base):
+    """One transcript word: normalised token, [start, end) seconds, the transcriber's
+    probability, and its G2P phonemes (space-separated stress-free ARPAbet)."""
+
+    __tablename__ = "words"
+    __table_args__ = (Index("ix_words_file", "file_id"), Index("ix_words_token", "token"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
+    start: Mapped[float] = mapped_column(Float, nullable=False)
+    end: Mapped[float] = mapped_column(Float, nullable=False)
+    token: Mapped[str] = mapped_column(String(64), nullable=False)
+    probability: Mapped[float] = mapped_column(Float, nullable=False)
+    phonemes: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class MetaRow(Base):

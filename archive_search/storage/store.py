@@ -40,7 +40,7 @@ from archive_search.errors import (
     IndexNotFoundError,
     IndexWriteError,
 )
-from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, WindowRow
+from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, TranscriptRow, WindowRow, WordRow
 from archive_search.storage.vectors import VectorIndex, choose_kind, windows_per_hour
 
 DB_NAME = "index.sqlite"
@@ -127,6 +127,39 @@ class StoredFile:
     mtime: float
     duration: float
     n_windows: int
+    transcribed: bool = False
+
+
+@dataclass(frozen=True)
+class StoredWord:
+    """A transcript word as stored: token, [start, end) seconds, probability, phonemes
+    (space-separated ARPAbet)."""
+
+    token: str
+    start: float
+    end: float
+    probability: float
+    phonemes: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A file's words and the transcriber that made them."""
+
+    model: str
+    words: Sequence[StoredWord]
+
+
+@dataclass(frozen=True)
+class FileWords:
+    """Every stored word of one file, in time order, as column arrays (search's transcript channels)."""
+
+    file: str
+    starts: np.ndarray
+    ends: np.ndarray
+    tokens: list[str]
+    probabilities: np.ndarray
+    phonemes: list[str]
 
 
 @dataclass
@@ -152,6 +185,8 @@ class CheckReport:
     """Vectors with no window row (their file was deleted or replaced)."""
     missing_vectors: int = 0
     """Window rows with no vector (indexing was interrupted before the vectors were saved)."""
+    untranscribed: int = 0
+    """Files without a transcript in an index that keeps transcripts; the next run adds them."""
     dropped_files: list[str] = field(default_factory=list)
     """Files removed from the index by a repair; the next `archive-index` run indexes them again."""
     repaired: bool = False
@@ -167,6 +202,7 @@ class CheckReport:
             "vectors": self.vectors,
             "orphan_vectors": self.orphan_vectors,
             "missing_vectors": self.missing_vectors,
+            "untranscribed": self.untranscribed,
             "dropped_files": self.dropped_files,
             "repaired": self.repaired,
             "ok": self.ok,
@@ -309,6 +345,10 @@ class Store:
                 float(self._meta["window_hop_fraction"]),
             )
 
+    def reload_meta(self) -> None:
+        """Read the meta values again (a reader sees what a writer recorded since it opened)."""
+        self._load_meta()
+
     @_writes
     def _write_meta(self, values: dict) -> None:
         with self.sessions.begin() as session:
@@ -378,9 +418,15 @@ class Store:
         """Every indexed file by path."""
         with self.sessions() as session:
             rows = session.execute(
-                select(FileRow.id, FileRow.path, FileRow.content_hash, FileRow.size, FileRow.mtime, FileRow.duration, FileRow.n_windows)
-            ).all()
-        return {path_text(r.path): StoredFile(r.id, path_text(r.path), r.content_hash, r.size, r.mtime, r.duration, r.n_windows) for r in rows}
+                select(FileRow.id, FileRow.path, FileRow.content_hash, FileRow.size, FileRow.mtime, FileRow.duration,
+                       FileRow.n_windows, TranscriptRow.file_id.label("transcribed"))
+                .outerjoin(TranscriptRow, TranscriptRow.file_id == FileRow.id)
+            ).all()  # fmt: skip
+        return {
+            path_text(r.path): StoredFile(r.id, path_text(r.path), r.content_hash, r.size, r.mtime, r.duration, r.n_windows,
+                                          r.transcribed is not None)  # fmt: skip
+            for r in rows
+        }
 
     def _allocate_ids(self, count: int) -> np.ndarray:
         if self._next_window_id is None:
@@ -405,8 +451,10 @@ class Store:
         windows: np.ndarray,
         vectors: np.ndarray,
         note: str | None = None,
+        transcript: Transcript | None = None,
     ) -> int:
-        """Replace (or add) one file with its windows (N, 3: start, end, scale) and vectors (N, D).
+        """Replace (or add) one file with its windows (N, 3: start, end, scale), vectors (N, D)
+        and, when given, its transcript.
 
         One transaction; the vectors join the FAISS index only after it commits.
         Returns the number of windows written.
@@ -429,10 +477,56 @@ class Store:
                     'INSERT INTO windows (id, file_id, start, "end", scale) VALUES (?, ?, ?, ?, ?)',
                     [(i, file_id, start, end, int(scale)) for i, (start, end, scale) in zip(ids.tolist(), windows.tolist())],
                 )
+            if transcript is not None:
+                self._insert_transcript(session, file_row.id, transcript)
         self.vectors.remove(old_ids)
         self.vectors.add(ids, vectors)
         self._dirty = True
         return len(windows)
+
+    @_writes
+    def put_transcript(self, path: str, transcript: Transcript) -> None:
+        """Replace the transcript of an indexed file (one transaction; its windows stay)."""
+        assert self.writable
+        with self.sessions.begin() as session:
+            file_id = session.execute(select(FileRow.id).where(FileRow.path == path_key(path))).scalar()
+            if file_id is None:
+                raise IndexCorruptError(f"{path}: not in the index {self.folder}, so it has no transcript to replace")
+            session.execute(delete(WordRow).where(WordRow.file_id == file_id))
+            session.execute(delete(TranscriptRow).where(TranscriptRow.file_id == file_id))
+            self._insert_transcript(session, file_id, transcript)
+
+    @staticmethod
+    def _insert_transcript(session: Session, file_id: int, transcript: Transcript) -> None:
+        session.add(TranscriptRow(file_id=file_id, model=transcript.model, n_words=len(transcript.words), transcribed_at=time.time()))
+        if transcript.words:
+            session.connection().exec_driver_sql(
+                'INSERT INTO words (file_id, start, "end", token, probability, phonemes) VALUES (?, ?, ?, ?, ?, ?)',
+                [(file_id, w.start, w.end, w.token, w.probability, w.phonemes) for w in transcript.words],
+            )
+
+    def transcript_words(self) -> list[FileWords]:
+        """Every transcript word of the index, per file in time order."""
+        with self.engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                'SELECT files.path, words.start, words."end", words.token, words.probability, words.phonemes '
+                "FROM words JOIN files ON files.id = words.file_id ORDER BY words.file_id, words.start, words.id"
+            ).all()
+        grouped: dict[bytes, list] = {}
+        for row in rows:
+            grouped.setdefault(row[0], []).append(row[1:])
+        return [
+            FileWords(path_text(path), np.array([r[0] for r in words]), np.array([r[1] for r in words]),
+                      [r[2] for r in words], np.array([r[3] for r in words]), [r[4] for r in words])  # fmt: skip
+            for path, words in grouped.items()
+        ]
+
+    def transcript_version(self) -> tuple[int, float]:
+        """(transcripts, latest transcription time): changes whenever a transcript is written or dropped."""
+        with self.sessions() as session:
+            count = session.execute(select(func.count(TranscriptRow.file_id))).scalar() or 0
+            latest = session.execute(select(func.max(TranscriptRow.transcribed_at))).scalar() or 0.0
+        return int(count), float(latest)
 
     @_writes
     def touch_file(self, path: str, size: int, mtime: float) -> None:
@@ -458,6 +552,8 @@ class Store:
         if file_id is None:
             return np.zeros(0, np.int64)
         ids = np.array(session.scalars(select(WindowRow.id).where(WindowRow.file_id == file_id)).all(), dtype=np.int64)
+        session.execute(delete(WordRow).where(WordRow.file_id == file_id))
+        session.execute(delete(TranscriptRow).where(TranscriptRow.file_id == file_id))
         session.execute(delete(WindowRow).where(WindowRow.file_id == file_id))
         session.execute(delete(FileRow).where(FileRow.id == file_id))
         return ids
@@ -480,6 +576,21 @@ class Store:
             files = session.execute(select(func.count(FileRow.id))).scalar() or 0
             windows = session.execute(select(func.count(WindowRow.id))).scalar() or 0
         return int(files), int(windows)
+
+    def word_count(self) -> int:
+        """Transcript words in the metadata."""
+        with self.sessions() as session:
+            return int(session.execute(select(func.count(WordRow.id))).scalar() or 0)
+
+    @property
+    def transcript_model(self) -> str | None:
+        """The transcriber this index keeps transcripts from; None for an acoustic-only index."""
+        return self._meta.get("transcript_model")
+
+    def keep_transcripts(self, model: str) -> None:
+        """Record that this index keeps transcripts made by `model` (checks then count files without one)."""
+        if self._meta.get("transcript_model") != model:
+            self._write_meta({"transcript_model": model})
 
     def size_bytes(self) -> int:
         """Bytes on disk: SQLite (with its WAL) plus the FAISS file."""
@@ -505,6 +616,8 @@ class Store:
         orphans = np.setdiff1d(vector_ids, row_ids, assume_unique=False)
         missing = np.setdiff1d(row_ids, vector_ids, assume_unique=False)
         report = CheckReport(files, len(row_ids), len(vector_ids), len(orphans), len(missing))
+        if self._meta.get("transcript_model"):
+            report.untranscribed = sum(not f.transcribed for f in self.stored_files().values())
         if repair and (len(orphans) or len(missing)):
             if not self.writable:
                 raise IndexCorruptError(f"{self.folder}: repairing needs the write lock")

@@ -44,7 +44,7 @@ def test_json_output_has_exactly_the_documented_keys(indexed):
     assert len(lines) == 3
     for line in lines:
         hit = json.loads(line)
-        assert list(hit) == ["query", "file", "start", "end", "score"]
+        assert list(hit) == ["query", "file", "start", "end", "score", "text"]
         assert hit["query"] == "market" and os.path.isabs(hit["file"]) and hit["file"] in truth
         assert isinstance(hit["start"], float) and isinstance(hit["end"], float) and hit["start"] < hit["end"]
         assert 0.0 <= hit["score"] <= 1.0

@@ -1,0 +1,68 @@
+"""Packing short clips into shared transcription passes, and streaming long files."""
+
+import numpy as np
+import pytest
+
+from archive_search.audio import SAMPLE_RATE
+from archive_search.embedders.transcriber import PACK_GAP_S, StreamingTranscript, transcribe_packed
+from tests.fakes import FakeTranscriber, episode
+
+
+def tokens(words):
+    return [w.token for w in words]
+
+
+def test_packed_clips_get_their_own_words_with_their_own_times():
+    clips, truths = [], []
+    for i, words in enumerate([["apple"], ["river", "garden"], ["planet"], ["coffee", "window", "silver"]]):
+        samples, times = episode(words, seed=i)
+        clips.append(samples)
+        truths.append(times)
+    transcriber = FakeTranscriber()
+    packed = transcribe_packed(transcriber.transcribe, clips, pack_seconds=10.0)
+    alone = [FakeTranscriber().transcribe(clip) for clip in clips]
+    assert [tokens(w) for w in packed] == [[t[0] for t in truth] for truth in truths]
+    for words, single in zip(packed, alone):
+        assert [t for w in words for t in (w.start, w.end)] == pytest.approx([t for w in single for t in (w.start, w.end)], abs=0.011)
+    # 4 clips of 1-3 s (plus gaps) in 10 s passes: 2 passes, not 4
+    assert transcriber.calls == 2
+    assert transcriber.seconds == pytest.approx(sum(len(c) for c in clips) / SAMPLE_RATE + PACK_GAP_S * len(clips), abs=0.01)
+
+
+def test_a_clip_longer_than_a_pack_is_transcribed_alone():
+    long_clip, _ = episode(["apple", "river", "market", "window", "garden"], seed=3)
+    short_clip, _ = episode(["planet"], seed=4)
+    transcriber = FakeTranscriber()
+    packed = transcribe_packed(transcriber.transcribe, [long_clip, short_clip], pack_seconds=2.0)
+    assert tokens(packed[0]) == ["apple", "river", "market", "window", "garden"]
+    assert tokens(packed[1]) == ["planet"]
+
+
+class SegmentingTranscriber(FakeTranscriber):
+    """A segment per word, as whisper makes a segment per phrase."""
+
+    def segments(self, samples):
+        return [[word] for word in self.transcribe(samples)]
+
+
+@pytest.mark.parametrize("chunk_s", [0.7, 1.3, 2.9])
+def test_streamed_chunks_give_the_words_of_the_whole_file(chunk_s):
+    words = ["apple", "river", "market", "window", "garden", "silver", "planet", "coffee"]
+    samples, truth = episode(words, seed=5)
+    streaming = StreamingTranscript(SegmentingTranscriber())
+    step = int(chunk_s * SAMPLE_RATE)
+    for first in range(0, len(samples), step):
+        streaming.push(samples[first : first + step])
+    result = streaming.finish()
+    assert tokens(result) == words
+    assert [w.start for w in result] == pytest.approx([t[1] for t in truth], abs=0.011)
+    assert [w.end for w in result] == pytest.approx([t[2] for t in truth], abs=0.011)
+
+
+def test_streaming_carries_only_the_last_segment():
+    samples, _ = episode(["apple", "river", "market", "window"], seed=6)
+    streaming = StreamingTranscript(SegmentingTranscriber())
+    streaming.push(samples)
+    assert tokens(streaming.words) == ["apple", "river", "market"]
+    assert len(streaming._carry) < 1.0 * SAMPLE_RATE
+    assert tokens(streaming.finish()) == ["apple", "river", "market", "window"]

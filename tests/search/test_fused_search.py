@@ -1,0 +1,102 @@
+"""Fused text search on an index that keeps transcripts (fake models, tone-word audio)."""
+
+import numpy as np
+import pytest
+
+from archive_search import Archive
+from archive_search.search.engine import Searcher
+from tests.fakes import FakeTranscriber, fake_bundle, lexicon, write_episodes
+
+HEARD = {"planet": "plan it", "silver": "sliver"}
+"""Words the fake transcriber gets wrong, as whisper misspells names."""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fused")
+    truth = write_episodes(root / "audio", count=6)
+    bundle = fake_bundle(lexicon(), transcriber=FakeTranscriber(HEARD))
+    assert Archive.open(root / "index", bundle).add([root / "audio"]).transcribed == 6
+    return root, truth, bundle
+
+
+def places(truth, word):
+    return {(path, start) for path, times in truth.items() for w, start, _ in times if w == word}
+
+
+def searcher(root, bundle, channels):
+    archive = Archive.open(root / "index", bundle)
+    return Searcher(archive._get_store(), bundle, channels=channels)
+
+
+def found(hits, expected):
+    return all(any(h.file == p and abs(h.start - s) <= 0.5 for p, s in expected) for h in hits)
+
+
+@pytest.mark.parametrize("channels", [("exact",), ("phonetic",), ("vectors",), ("vectors", "exact", "phonetic")])
+def test_a_clearly_heard_word_is_found_through_each_channel(built, channels):
+    root, truth, bundle = built
+    expected = places(truth, "market")
+    hits = searcher(root, bundle, channels).search("market", top=len(expected))
+    assert len(hits) == len(expected) and found(hits, expected)
+
+
+def test_a_misheard_name_is_missed_by_exact_match_and_found_phonetically_and_acoustically(built):
+    root, truth, bundle = built
+    expected = places(truth, "planet")
+    assert searcher(root, bundle, ("exact",)).search("planet", top=5, threshold=0.5) == []
+    for channels in [("phonetic",), ("vectors",), ("vectors", "exact", "phonetic")]:
+        hits = searcher(root, bundle, channels).search("planet", top=len(expected))
+        assert found(hits, expected), channels
+
+
+def test_fused_regions_carry_every_channels_evidence(built):
+    root, truth, bundle = built
+    evidence = searcher(root, bundle, ("vectors", "exact", "phonetic")).gather("coffee", top=10)
+    assert evidence.fused
+    best = max(evidence.regions, key=lambda r: (r.exact is not None, r.similarity or 0))
+    assert best.sources == {"vectors", "exact", "phonetic"} or best.sources == {"vectors", "exact"}
+    assert best.exact.words == "coffee" and best.rerank is not None
+    assert evidence.features().shape[0] == len(evidence.regions)
+
+
+def test_hits_carry_the_words_around_them(built):
+    root, truth, bundle = built
+    hits = Archive.open(root / "index", bundle).search("garden", top=2)
+    assert hits and all(hit.text and "garden" in hit.text.split() for hit in hits)
+    assert "plan it" in " ".join(h.text for h in Archive.open(root / "index", bundle).search("planet", top=3))
+
+
+def test_an_acoustic_only_index_scores_as_before(tmp_path):
+    truth = write_episodes(tmp_path / "audio", count=4)
+    bundle = fake_bundle(lexicon(), transcriber=FakeTranscriber(HEARD))
+    archive = Archive.open(tmp_path / "index", bundle)
+    archive.add([tmp_path / "audio"], transcribe=False)
+    evidence = archive._get_searcher().gather("river")
+    assert not evidence.fused and all(r.exact is None and r.phonetic is None for r in evidence.regions)
+    hits = archive.search("river", top=3)
+    assert all(h.text is None for h in hits) and found(hits[:2], places(truth, "river"))
+
+
+def test_query_by_example_searches_the_clips_words_too(built):
+    root, truth, bundle = built
+    path = sorted(truth)[1]
+    word, start, end = truth[path][0]
+    import soundfile as sf
+
+    samples, rate = sf.read(path, dtype="float32")
+    clip = samples[int(start * rate) - 1600 : int(end * rate) + 1600]
+    evidence = Archive.open(root / "index", bundle)._get_searcher().gather_audio(clip, top=10)
+    assert any(r.exact is not None and r.exact.words == word for r in evidence.regions)
+    hits = Archive.open(root / "index", bundle).search_audio(clip, top=3)
+    assert found(hits[:1], places(truth, word))
+
+
+def test_a_searcher_sees_transcripts_written_after_it_opened(tmp_path):
+    write_episodes(tmp_path / "audio", count=2)
+    bundle = fake_bundle(lexicon(), transcriber=FakeTranscriber())
+    Archive.open(tmp_path / "index", bundle).add([tmp_path / "audio"], transcribe=False)
+    reader = Archive.open(tmp_path / "index", bundle)
+    assert not reader._get_searcher().gather("apple").fused
+    Archive.open(tmp_path / "index", bundle).add([tmp_path / "audio"])
+    assert reader._get_searcher().gather("apple").fused
