@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from archive_search.embedders.registry import ModelBundle, load_models
 from archive_search.indexer.core import Indexer, IndexReport, ProgressCallback, index_settings
-from archive_search.search.engine import RERANK_REGIONS, Hit, Searcher
+from archive_search.search.engine import CHANNELS, RERANK_REGIONS, Hit, Searcher
 from archive_search.storage.store import CheckReport, Store
 
 
@@ -77,6 +77,11 @@ class Archive:
     def search_audio(self, query: str | Path | np.ndarray, top: int = 10, threshold: float | None = None) -> list[Hit]:
         """Hits for a spoken clip: a path to an audio file or 16 kHz mono float samples."""
         return self._get_searcher().search_audio(query, top=top, threshold=threshold)
+
+    def searcher(self, channels: Sequence[str] = CHANNELS) -> Searcher:
+        """A Searcher over this archive with only some candidate channels (`search.engine.CHANNELS`):
+        for ablations, or to search the transcript or the acoustic index alone."""
+        return Searcher(self._get_store(), self.models, rerank_regions=self.rerank_regions, channels=channels)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare rows with vectors; `repair` takes the write lock and fixes what it can."""

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from archive_search import Archive
 from archive_search.audio import SAMPLE_RATE
-from archive_search.demo import build_demo_archive, hit_matches, speak
+from archive_search.demo import build_demo_archive, build_episode, hit_matches, speak
 from archive_search.embedders.registry import load_models
 
 pytestmark = pytest.mark.slow
@@ -19,6 +19,11 @@ pytestmark = pytest.mark.slow
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     truth = build_demo_archive(root)
+    # names whisper tiny.en mis-transcribes from this voice ("waga doo doo", "naba chantinara")
+    samples, spoken = build_episode([["last summer we flew to", "[ouagadougou]", "for the festival"],
+                                     ["the old king", "[nebuchadnezzar]", "built hanging gardens"]], "en-us", 160)  # fmt: skip
+    sf.write(str(root / "audio" / "names.flac"), samples, SAMPLE_RATE)
+    truth[str((root / "audio" / "names.flac").resolve())] = spoken
     archive = Archive.open(root / "index", load_models())
     report = archive.add([root / "audio"])
     assert report.ok and len(report.added) == len(truth)
@@ -58,3 +63,23 @@ def test_text_query_spoken_by_tts_ranks_first(archive, words, no_network):
     _, truth, root = archive
     spoken = Archive.open(root / "index", load_models(text_scoring="tts"))
     assert_right_first(spoken.search(words, top=5), truth, words)
+
+
+@pytest.mark.parametrize("word", ["glacier", "orchestra"])
+def test_a_clearly_spoken_word_is_transcribed_and_found_by_exact_match(archive, word):
+    archive, truth, _ = archive
+    hits = archive.searcher(channels=("exact",)).search(word, top=5)
+    assert_right_first(hits, truth, word)
+    assert word in hits[0].text.split()
+
+
+@pytest.mark.parametrize("name", ["ouagadougou", "nebuchadnezzar"])
+def test_a_misheard_name_is_found_by_the_phonetic_or_acoustic_path(archive, name):
+    archive, truth, _ = archive
+    assert archive.searcher(channels=("exact",)).search(name, top=5) == []  # whisper wrote something else
+    assert_right_first(archive.search(name, top=5), truth, name)
+    for channels in [("phonetic",), ("vectors",)]:
+        hits = archive.searcher(channels=channels).search(name, top=5)
+        if hits and hit_matches(hits[0], truth, name):
+            return
+    pytest.fail(f"{name}: neither the phonetic nor the acoustic channel alone ranks it first")

@@ -2,6 +2,7 @@
 
     archive-eval search --manifest corpus.jsonl --out results/      # NIST STD metrics, engine + peers
     archive-eval calibrate --manifest dev.jsonl --out work/cal     # fit score calibration on DEV data
+    archive-eval fusion -m dev1.jsonl -m dev2.jsonl --out work/fus  # channel ablation + fit the fusion on DEV data
     archive-eval clips ../shared/data/fsdd --out results/fsdd       # text-enrolled clip KWS, EER/AUC/DET
     archive-eval words --manifest corpus.jsonl --vocab train.txt    # JMCL word discrimination AP
     archive-eval windowed --manifest corpus.jsonl --vocab train.txt # JMCL Table II windowed EER
@@ -163,6 +164,57 @@ def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_
     text = "\n".join(f"{kind}: raw threshold {c.threshold:.4f}, slope {c.slope:.2f}, dev MTWV {c.dev_mtwv:.3f} "
                      f"({c.n_detections} detections)" for kind, c in calibration.kinds.items())  # fmt: skip
     _emit(data, as_json, f"{calibration.scorer} -> {path}\n{text}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--manifest", "-m", "manifests", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A DEVELOPMENT archive: JSON-lines manifest of utterances with word times (repeatable).")  # fmt: skip
+@models_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the indexes and the report.")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fusion file to add this scorer's entry to (default: OUT/fusion.json).")  # fmt: skip
+@click.option("--words", "n_words", default=60, show_default=True, help="Single-word queries to draw per archive.")
+@click.option("--phrases", "n_phrases", default=20, show_default=True, help="2-3 word phrase queries to draw per archive.")
+@click.option("--absent", "n_absent", default=20, show_default=True, help="Absent-term queries to draw per archive.")
+@click.option("--spoken", "n_spoken", default=30, show_default=True, help="Spoken-query probes to draw per archive.")
+@click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@domain_errors
+def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top, seed, as_json) -> None:
+    """Channel ablation (cross-validated by query) and the engine's fusion, fitted on DEVELOPMENT archives."""
+    from archive_search.api import Archive
+    from archive_search.evaluation import harness
+    from archive_search.evaluation.fusion import ablation, collect, fit_engine_fusions, query_groups, rare_word
+    from archive_search.search.calibration import scorer_name
+    from archive_search.search.fusion import save_fusions
+
+    models = load_bundle(models_dir, factory)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    acoustic = None
+    for manifest in manifests:
+        corpus = harness.load_corpus(manifest)
+        name = Path(manifest).stem
+        queries = harness.make_queries(corpus, None, n_words, n_phrases, n_absent, n_spoken, seed)
+        harness.write_queries(out / f"{name}-queries.jsonl", queries)
+        archive = Archive.open(out / name / "index", models)
+        report = archive.add(corpus.files)
+        if report.errors:
+            raise EvaluationError(f"{manifest}: {len(report.errors)} files failed to index, e.g. {report.errors[0]}")
+        acoustic = archive.searcher(channels=("vectors",))
+        rows += collect(archive.searcher(), acoustic, corpus, queries, name, top=top)
+    result = ablation(rows, query_groups(rare_word()), acoustic)
+    reranker = models.reranker
+    scorer = scorer_name(models.name, reranker.name if reranker else None)
+    fusions = fit_engine_fusions(rows, f"{_command_line()} ({len(rows)} development queries)")
+    path = save_fusions(write_to or out / "fusion.json", scorer, fusions)
+    table = result.table()
+    (out / "ablation.md").write_text(f"`{_command_line()}`\n\n{table}\n", encoding="utf-8")
+    data = {"scorer": scorer, "file": str(path), "rows": [vars(r) for r in result.rows],
+            "fusions": {k: vars(f) for k, f in fusions.items()}}  # fmt: skip
+    (out / "ablation.json").write_text(json.dumps(data, default=str, indent=1), encoding="utf-8")
+    _emit(data, as_json, f"{table}\n\n{scorer} -> {path}")
 
 
 @main.command("tune-pocketsphinx", context_settings=CONTEXT)

@@ -89,7 +89,7 @@ def load_models(checkpoint_dir: str | Path | None = None, device: str | None = N
     # the reranker itself knows two ways to score text: its model's probability, or TTS voices
     reranker_scoring = "tts" if text_scoring == "tts" else "parallelkws"
     # A ParallelKWS on the pre-trained speech embedding needs only kws.pt; the paper's
-    # conformer path needs ctc.pt as well (without it there is no reranker, as before).
+    # conformer path needs ctc.pt as well (without it the engine searches without a reranker).
     if kws_path.is_file() and (ctc_path.is_file() or not read_kws_dims(kws_path).uses_conformer):
         reranker = load_reranker(ctc_path if ctc_path.is_file() else None, kws_path, device=str(resolved), text_scoring=reranker_scoring)
     whisper_device = "cuda" if str(resolved).startswith("cuda") else "cpu"

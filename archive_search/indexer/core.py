@@ -4,7 +4,7 @@ With a transcriber, each file's words go into the same transaction as its window
 are transcribed chunk by chunk as they stream (`StreamingTranscript`); files of at most
 `SHORT_FILE_S` wait in a pack and are transcribed together in one whisper pass
 (`transcribe_packed`), then committed one by one. Files indexed without a transcript (an index
-made with `--no-transcript`, or before transcripts existed) gain one on the next run, without
+made with `--no-transcript`, or by a version without transcripts) gain one on the next run, without
 being embedded again.
 
 Per-file errors are collected (file + reason) and indexing carries on; each file is written

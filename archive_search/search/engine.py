@@ -146,27 +146,15 @@ class Searcher:
 
         return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top)
 
-    def hits(self, evidence: QueryEvidence, top: int = 10, threshold: float | None = None) -> list[Hit]:
-        """Score the regions, drop those under `threshold`, keep one hit per place, best first."""
+    def hits(self, evidence: QueryEvidence, top: int = 10, threshold: float | None = None, scores: np.ndarray | None = None) -> list[Hit]:
+        """Score the regions (or take `scores`, (N,) in [0, 1], e.g. an evaluation's candidate
+        fusion), drop those under `threshold`, keep one hit per place, best first."""
         _check_top(top)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise QueryError(f"threshold must lie in [0, 1], not {threshold}")
-        scores = self.score(evidence)
+        scores = self.score(evidence) if scores is None else np.asarray(scores, dtype=np.float64)
         transcripts = self.transcripts() if evidence.fused else None
-        hits: list[Hit] = []
-        for index in np.argsort(-scores, kind="stable"):
-            region, score = evidence.regions[index], float(scores[index])
-            if threshold is not None and score < threshold:
-                break
-            start, end = region.start, region.end
-            pad = REGION_CONTEXT_S
-            if any(h.file == region.file and start < h.end + pad and h.start - pad < end for h in hits):
-                continue  # a neighbour of a better hit (it reranks high on the shared context): one hit per place
-            text = transcripts.words_around(region.file, start, end) if transcripts is not None else None
-            hits.append(Hit(evidence.label, region.file, round(start, 3), round(end, 3), round(score, 4), text))
-            if len(hits) == top:
-                break
-        return hits
+        return hits_of(evidence.label, evidence.regions, scores, top, threshold, transcripts)
 
     def score(self, evidence: QueryEvidence) -> np.ndarray:
         """(N,) scores in [0, 1] of the query's regions."""
@@ -176,7 +164,7 @@ class Searcher:
             return fuse(evidence.features(), self.fusion(evidence.kind))
         reranker = self.models.reranker
         # A reranker may declare how much its score counts against the retrieval similarity
-        # (KWSReranker: text 0.25, chosen on a dev set; see docs/models.md); default: all.
+        # (KWSReranker's weights are chosen on development archives, docs/experiments.md); default: all.
         weight = float(getattr(reranker, f"{evidence.kind}_weight", 1.0)) if reranker is not None else 0.0
         calibration = self.models.calibrations.get(scorer_name(self.models.name, reranker.name if reranker else None))
         raw = [weight * (r.rerank or 0.0) + (1 - weight) * (r.similarity or 0.0) for r in evidence.regions]
@@ -263,6 +251,27 @@ class Searcher:
             for slot, probability in zip(slots, probabilities):
                 scores[slot] = float(np.nan_to_num(probability, nan=0.0))
         return scores
+
+
+def hits_of(label: str, regions: Sequence[Evidence], scores: np.ndarray, top: int, threshold: float | None = None,
+            transcripts: TranscriptIndex | None = None) -> list[Hit]:  # fmt: skip
+    """Regions with their (N,) scores -> at most `top` hits, best first, at least `threshold`,
+    one per place (a region near a better hit is its neighbour, not another hit), with the
+    transcript words around each when `transcripts` is given."""
+    hits: list[Hit] = []
+    for index in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        region, score = regions[index], float(scores[index])
+        if threshold is not None and score < threshold:
+            break
+        start, end = region.start, region.end
+        pad = REGION_CONTEXT_S
+        if any(h.file == region.file and start < h.end + pad and h.start - pad < end for h in hits):
+            continue  # a neighbour of a better hit (it reranks high on the shared context): one hit per place
+        text = transcripts.words_around(region.file, start, end) if transcripts is not None else None
+        hits.append(Hit(label, region.file, round(start, 3), round(end, 3), round(score, 4), text))
+        if len(hits) == top:
+            break
+    return hits
 
 
 MATCH_TOLERANCE_S = 0.3
