@@ -7,9 +7,14 @@ front-ends.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -44,6 +49,13 @@ FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".mp4", ".wma", ".webm"})
 """Need the ffmpeg program to decode."""
 
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+
+MP3_LEAD_IN_S = 0.5
+"""Seconds decoded and dropped before an MP3 region: a frame may take bits from up to 511 bytes
+earlier (the bit reservoir, <= 0.26 s at the lowest bitrates), so decoding starts that far back."""
+
+RESAMPLE_CONTEXT_S = 0.02
+"""Seconds of neighbouring audio resampled with a region, so its edges match a whole-file decode."""
 
 
 @dataclass(frozen=True)
@@ -151,24 +163,64 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def load_segment(path: str | Path, start_s: float, end_s: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode only [start_s, end_s) of a file, seeking where the format allows it."""
+    """Decode only [start_s, end_s) of a file, seeking where the format allows it.
+
+    Sample k of the result is sample int(start_s * sample_rate) + k of `load_audio(path)`.
+    """
     path = Path(path)
     start_s = max(0.0, start_s)
     if needs_ffmpeg(path):
         return _ffmpeg_decode(path, sample_rate, start_s=start_s, duration_s=max(0.0, end_s - start_s))
+    first = int(start_s * sample_rate)
+    count = max(0, int(end_s * sample_rate) - first)
     try:
         with sf.SoundFile(os.fsencode(path)) as handle:
             native_rate = int(handle.samplerate)
-            first = int(start_s * native_rate)
-            count = max(0, int(end_s * native_rate) - first)
-            handle.seek(min(first, handle.frames))
-            data = handle.read(count, dtype="float32", always_2d=True)
+            mp3 = handle.format == "MP3"
+            context_s = RESAMPLE_CONTEXT_S if native_rate != sample_rate else 0.0
+            lead_s = max(MP3_LEAD_IN_S if mp3 else 0.0, context_s)
+            # Start on an output sample that falls on a whole native sample, so the resampled
+            # region lies on the same grid as a whole-file decode.
+            grid = sample_rate // math.gcd(native_rate, sample_rate)
+            begin = max(0, first - int(lead_s * sample_rate)) // grid * grid
+            native_begin = min(begin * native_rate // sample_rate, handle.frames)
+            native_end = math.ceil((first + count + context_s * sample_rate) * native_rate / sample_rate)
+            # libmpg123 reports each frame whose reservoir bits lie before the seek point; those
+            # frames are in the dropped lead-in.
+            with _without_libmpg123_messages() if mp3 else nullcontext():
+                handle.seek(native_begin)
+                data = handle.read(max(0, native_end - native_begin), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioDecodeError(path, _soundfile_reason(exc)) from exc
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if native_rate != sample_rate and len(mono):
         mono = soxr.resample(mono, native_rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(mono[first - begin : first - begin + count], dtype=np.float32)
+
+
+_STDERR_LOCK = threading.Lock()  # interleaved redirects would leave fd 2 on a closed file
+
+
+@contextmanager
+def _without_libmpg123_messages() -> Iterator[None]:
+    """Catch file descriptor 2 (libmpg123 writes there from C), then pass on all but libmpg123's lines."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as caught:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = b"".join(line for line in caught if b"libmpg123" not in line)
+            if kept:
+                with open(2, "wb", closefd=False) as stderr:
+                    stderr.write(kept)
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -46,6 +47,43 @@ def test_load_segment_matches_full_decode(tmp_path):
     sf.write(path, signal, 16000)
     segment = audio.load_segment(path, 1.0, 1.5)
     assert np.allclose(segment, signal[16000:24000], atol=1e-4)
+
+
+def mp3_chirp(path, rate: int, channels: int = 1, seconds: float = 4.0):
+    """A chirp (100 Hz to 4 kHz) as MP3 (libsndfile); its frames borrow bits from earlier frames."""
+    t = np.arange(int(seconds * rate)) / rate
+    mono = (0.3 * np.sin(2 * np.pi * (100 * t + 3900 / (2 * seconds) * t**2))).astype(np.float32)
+    sf.write(path, np.stack([mono] * channels, axis=1) if channels > 1 else mono, rate, format="MP3")
+    return path
+
+
+def test_mp3_regions_print_nothing_on_fd2(tmp_path, capfd):
+    path = mp3_chirp(tmp_path / "chirp.mp3", 16000)
+    for start in (0.5, 1.1, 1.7, 2.3, 2.9, 3.3):
+        audio.load_segment(path, start, start + 0.5)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2)])
+def test_mp3_region_matches_full_decode(tmp_path, rate, channels):
+    path = mp3_chirp(tmp_path / "chirp.mp3", rate, channels)
+    full = audio.load_audio(path)
+    end = len(full) / audio.SAMPLE_RATE
+    for start in (0.0, 0.37, 1.0, 2.513, end - 0.6):
+        segment = audio.load_segment(path, start, start + 0.6)
+        first = int(start * audio.SAMPLE_RATE)
+        reference = full[first : int((start + 0.6) * audio.SAMPLE_RATE)]
+        assert len(segment) == len(reference) == int((start + 0.6) * audio.SAMPLE_RATE) - first
+        error = np.sqrt(np.mean((segment - reference) ** 2)) / np.sqrt(np.mean(reference**2))
+        assert error < 1e-3, (start, error)
+    tail = audio.load_segment(path, end - 0.3, end + 1.0)
+    assert len(tail) == len(full) - int((end - 0.3) * audio.SAMPLE_RATE)
+
+
+def test_stderr_of_others_survives_mp3_decoding(capfd):
+    with audio._without_libmpg123_messages():
+        os.write(2, b"[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length\nkept\n")
+    assert capfd.readouterr().err == "kept\n"
 
 
 def test_non_audio_file_names_the_file(tmp_path):
