@@ -179,10 +179,14 @@ def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_
 @click.option("--spoken", "n_spoken", default=30, show_default=True, help="Spoken-query probes to draw per archive.")
 @click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--reuse-regions", is_flag=True, help="Refit from OUT/regions.pickle (the labelled regions of an earlier run) instead of searching again.")
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
-def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top, seed, as_json) -> None:
+def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top, seed, reuse_regions,
+           as_json) -> None:  # fmt: skip
     """Channel ablation (cross-validated by query) and the engine's fusion, fitted on DEVELOPMENT archives."""
+    import pickle
+
     from archive_search.api import Archive
     from archive_search.evaluation import harness
     from archive_search.evaluation.fusion import ablation, collect, fit_engine_fusions, query_groups, rare_word
@@ -193,7 +197,12 @@ def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     acoustic = None
+    regions_file = out / "regions.pickle"  # a cache this command wrote itself; never read from elsewhere
     for manifest in manifests:
+        if reuse_regions:
+            rows = pickle.loads(regions_file.read_bytes())
+            acoustic = Archive.open(out / Path(manifest).stem / "index", models).searcher(channels=("vectors",))
+            continue
         corpus = harness.load_corpus(manifest)
         name = Path(manifest).stem
         queries = harness.make_queries(corpus, None, n_words, n_phrases, n_absent, n_spoken, seed)
@@ -204,6 +213,8 @@ def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_
             raise EvaluationError(f"{manifest}: {len(report.errors)} files failed to index, e.g. {report.errors[0]}")
         acoustic = archive.searcher(channels=("vectors",))
         rows += collect(archive.searcher(), acoustic, corpus, queries, name, top=top)
+    if not reuse_regions:
+        regions_file.write_bytes(pickle.dumps(rows))
     result = ablation(rows, query_groups(rare_word()), acoustic)
     reranker = models.reranker
     scorer = scorer_name(models.name, reranker.name if reranker else None)

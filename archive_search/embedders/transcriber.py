@@ -103,8 +103,10 @@ class WhisperTranscriber:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         if len(samples) == 0:
             return []
+        # temperature 0 only: whisper's fallback re-decodes a hard 30 s window up to five times
+        # at rising temperatures, an unbounded cost for a transcript that is only one channel
         segments, _ = self.model.transcribe(
-            samples, language="en", beam_size=1, word_timestamps=True, condition_on_previous_text=False,
+            samples, language="en", beam_size=1, temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
             vad_filter=self.vad, vad_parameters={"min_silence_duration_ms": 1000},
         )  # fmt: skip
         duration = len(samples) / SAMPLE_RATE

@@ -350,7 +350,8 @@ class SearchSystem(Protocol):
 class EngineSystem:
     """The engine through its public API: `Archive.open(index, models)`, `.add`, `.search`."""
 
-    def __init__(self, index_dir: str | Path, models=None, name: str = "engine", threshold: float | None = None, rerank: bool = True):
+    def __init__(self, index_dir: str | Path, models=None, name: str = "engine", threshold: float | None = None, rerank: bool = True,
+                 channels: Sequence[str] | None = None):  # fmt: skip
         from archive_search.api import Archive
 
         if models is not None and not rerank:
@@ -361,6 +362,8 @@ class EngineSystem:
         self.threshold = engine_threshold() if threshold is None else threshold
         self.reuses_index = False
         self.note = "" if rerank else "searched without the ParallelKWS rerank"
+        self.channels = channels
+        """Candidate channels to search with (None: the engine's default, all of them)."""
 
     def index(self, files: Sequence[str]) -> float:
         if self.reuses_index:
@@ -374,9 +377,13 @@ class EngineSystem:
         return elapsed
 
     def search(self, text: str, top: int) -> list:
+        if self.channels is not None:
+            return self.archive.searcher(self.channels).search(text, top=top)
         return self.archive.search(text, top=top)
 
     def search_audio(self, clip: np.ndarray, top: int) -> list:
+        if self.channels is not None:
+            return self.archive.searcher(self.channels).search_audio(clip, top=top)
         return self.archive.search_audio(clip, top=top)
 
 
@@ -385,6 +392,15 @@ def retrieval_only(engine: EngineSystem, name: str = "jmcl-only") -> EngineSyste
     system = EngineSystem(engine.archive.path, engine.archive.models, name=name, threshold=engine.threshold, rerank=False)
     system.reuses_index = True
     system.note = "the engine's index, searched without the ParallelKWS rerank"
+    return system
+
+
+def acoustic_only(engine: EngineSystem, name: str = "acoustic") -> EngineSystem:
+    """The same index searched by its acoustic channel alone (JMCL windows, reranked, calibrated):
+    the engine as it was before transcripts."""
+    system = EngineSystem(engine.archive.path, engine.archive.models, name=name, threshold=engine.threshold, channels=("vectors",))
+    system.reuses_index = True
+    system.note = "the engine's index, JMCL windows and rerank only (no transcript channels)"
     return system
 
 

@@ -28,10 +28,10 @@ import numpy as np
 from archive_search.audio import SAMPLE_RATE, load_audio, trim_silence
 from archive_search.embedders.g2p import normalise_text, word_phonemes
 from archive_search.errors import MissingToolError
-from archive_search.evaluation.harness import EngineSystem, SystemRun, retrieval_only
+from archive_search.evaluation.harness import EngineSystem, SystemRun, acoustic_only, retrieval_only
 from archive_search.evaluation.metrics import Detection
 
-PEERS = ("jmcl-only", "whisper", "pocketsphinx", "dtw")
+PEERS = ("jmcl-only", "acoustic", "whisper", "pocketsphinx", "dtw")
 
 FUZZY_MIN_SIMILARITY = 0.75
 """whisper-fuzzy reports a transcript span whose phonemes are at least this similar
@@ -55,11 +55,11 @@ def build_peers(names: Sequence[str], engine: EngineSystem | None = None, cache_
     systems: list = []
     transcriber = None
     for name in names:
-        if name == "jmcl-only":
+        if name in ("jmcl-only", "acoustic"):
             if engine is None:
-                systems.append(SystemRun("jmcl-only", None, 0.0, 0.0, skipped="needs the engine's index (run without --no-engine)"))
+                systems.append(SystemRun(name, None, 0.0, 0.0, skipped="needs the engine's index (run without --no-engine)"))
             else:
-                systems.append(retrieval_only(engine))
+                systems.append(retrieval_only(engine) if name == "jmcl-only" else acoustic_only(engine))
         elif name == "whisper":
             try:
                 transcriber = transcriber or WhisperTranscriber(cache=Path(cache_dir) / "whisper-transcripts.json" if cache_dir else None)

@@ -126,16 +126,22 @@ class Searcher:
         return self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
                             rerank if reranker is not None else None, top)  # fmt: skip
 
-    def gather_audio(self, query: str | Path | np.ndarray, top: int = 10) -> QueryEvidence:
-        """A spoken query's candidate regions: acoustic ones, plus the transcript channels
-        searched with the clip's own words when whisper hears them clearly."""
+    def gather_audio(self, query: str | Path | np.ndarray, top: int = 10, fuse_transcript: bool | None = None) -> QueryEvidence:
+        """A spoken query's candidate regions: acoustic ones and, with `fuse_transcript`, the
+        transcript channels searched with the clip's own words when whisper hears them clearly.
+
+        fuse_transcript None: only when the bundle has a fusion fitted for spoken queries (the
+        shipped models have none: on development archives it did not beat the acoustic path,
+        docs/results.md)."""
         _check_top(top)
         label, clip = _query_clip(query)
         vector = np.asarray(self.models.audio.embed_clips([clip]), dtype=np.float32)
         reranker = self.models.reranker
         words, phonemes = (), ()
         transcriber = self.models.transcriber
-        if transcriber is not None and self.transcripts() is not None:
+        if fuse_transcript is None:
+            fuse_transcript = "audio" in self.models.fusions.get(self._scorer(), {})
+        if fuse_transcript and transcriber is not None and self.transcripts() is not None:
             heard = transcriber.transcribe(clip)
             if heard and float(np.mean([w.probability for w in heard])) >= QBE_MIN_WORD_PROBABILITY:
                 words = tuple(w.token for w in heard)[:MAX_QUERY_WORDS]
@@ -144,7 +150,7 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_audio(audio, clip)
 
-        return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top)
+        return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top, fuse_transcript)
 
     def hits(self, evidence: QueryEvidence, top: int = 10, threshold: float | None = None, scores: np.ndarray | None = None) -> list[Hit]:
         """Score the regions (or take `scores`, (N,) in [0, 1], e.g. an evaluation's candidate
@@ -153,8 +159,7 @@ class Searcher:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise QueryError(f"threshold must lie in [0, 1], not {threshold}")
         scores = self.score(evidence) if scores is None else np.asarray(scores, dtype=np.float64)
-        transcripts = self.transcripts() if evidence.fused else None
-        return hits_of(evidence.label, evidence.regions, scores, top, threshold, transcripts)
+        return hits_of(evidence.label, evidence.regions, scores, top, threshold, self.transcripts())
 
     def score(self, evidence: QueryEvidence) -> np.ndarray:
         """(N,) scores in [0, 1] of the query's regions."""
@@ -174,9 +179,11 @@ class Searcher:
 
     def fusion(self, kind: str) -> Fusion:
         """The fusion fitted for this bundle's scorer and query kind, else the prior."""
+        return self.models.fusions.get(self._scorer(), {}).get(kind, PRIOR_FUSION)
+
+    def _scorer(self) -> str:
         reranker = self.models.reranker
-        fitted = self.models.fusions.get(scorer_name(self.models.name, reranker.name if reranker else None), {})
-        return fitted.get(kind, PRIOR_FUSION)
+        return scorer_name(self.models.name, reranker.name if reranker else None)
 
     def transcripts(self) -> TranscriptIndex | None:
         """The index's transcript words (reloaded when an indexer has written new ones); None for
@@ -193,12 +200,12 @@ class Searcher:
 
     # -- stages -------------------------------------------------------------------------
     def _gather(self, label: str, kind: str, vector: np.ndarray, words: Sequence[str], phonemes: Sequence[str],
-                rerank, top: int) -> QueryEvidence:  # fmt: skip
+                rerank, top: int, use_transcripts: bool = True) -> QueryEvidence:  # fmt: skip
         # 1. JMCL's nearest windows, merged into regions around peaks
         regions, floor = self._vector_regions(vector, top) if "vectors" in self.channels else ([], 0.0)
         evidence = [Evidence(r.file, *r.hit_span(), similarity=r.similarity, sources={"vectors"}) for r in regions]
         # 2. transcript matches join the region they fall in, or stand as regions of their own
-        transcripts = self.transcripts()
+        transcripts = self.transcripts() if use_transcripts else None
         fused = transcripts is not None
         context = QueryContext(len(phonemes), 0, False, floor)
         if transcripts is not None and words:

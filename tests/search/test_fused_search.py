@@ -86,10 +86,15 @@ def test_query_by_example_searches_the_clips_words_too(built):
 
     samples, rate = sf.read(path, dtype="float32")
     clip = samples[int(start * rate) - 1600 : int(end * rate) + 1600]
-    evidence = Archive.open(root / "index", bundle)._get_searcher().gather_audio(clip, top=10)
-    assert any(r.exact is not None and r.exact.words == word for r in evidence.regions)
-    hits = Archive.open(root / "index", bundle).search_audio(clip, top=3)
-    assert found(hits[:1], places(truth, word))
+    searcher = Archive.open(root / "index", bundle).searcher()
+    evidence = searcher.gather_audio(clip, top=10, fuse_transcript=True)
+    assert evidence.fused and any(r.exact is not None and r.exact.words == word for r in evidence.regions)
+    assert found(searcher.hits(evidence, top=3)[:1], places(truth, word))
+    # without a fusion fitted for spoken queries the engine keeps the acoustic path
+    plain = searcher.gather_audio(clip, top=10)
+    assert not plain.fused and all(r.exact is None for r in plain.regions)
+    hits = searcher.hits(plain, top=3)
+    assert found(hits[:1], places(truth, word)) and word in hits[0].text.split()
 
 
 def test_a_searcher_sees_transcripts_written_after_it_opened(tmp_path):
