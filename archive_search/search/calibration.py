@@ -103,9 +103,16 @@ def fit_kind(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray], n_true
 
 def save_calibration(path: str | Path, calibration: Calibration) -> Path:
     """Add or replace this scorer's entry in a calibration file (other scorers' entries stay)."""
+    entry = {"data": calibration.data, "kinds": {k: asdict(v) for k, v in calibration.kinds.items()}}
+    return write_scorer_entry(path, calibration.scorer, entry)
+
+
+def write_scorer_entry(path: str | Path, scorer: str, entry: dict) -> Path:
+    """Add or replace one scorer's entry in a JSON file keyed by scorer name (calibration.json,
+    fusion.json), written to a temporary file and renamed into place."""
     path = Path(path)
-    entries = _read(path) if path.is_file() else {}
-    entries[calibration.scorer] = {"data": calibration.data, "kinds": {k: asdict(v) for k, v in calibration.kinds.items()}}
+    entries = read_scorer_file(path) if path.is_file() else {}
+    entries[scorer] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -122,7 +129,7 @@ def load_calibrations(path: str | Path) -> dict[str, Calibration]:
     if not path.is_file():
         return {}
     calibrations = {}
-    for scorer, entry in _read(path).items():
+    for scorer, entry in read_scorer_file(path).items():
         try:
             kinds = {kind: ScoreCalibration(**values) for kind, values in entry["kinds"].items() if kind in QUERY_KINDS}
         except (KeyError, TypeError, AttributeError) as exc:
@@ -136,11 +143,12 @@ def load_calibration(path: str | Path, scorer: str) -> Calibration | None:
     return load_calibrations(path).get(scorer)
 
 
-def _read(path: Path) -> dict:
+def read_scorer_file(path: Path) -> dict:
+    """A JSON file keyed by scorer name; CheckpointError naming the file when it is not one."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable calibration file ({exc})") from exc
+        raise CheckpointError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(entries, dict):
-        raise CheckpointError(f"{path}: a calibration file holds one object keyed by scorer name")
+        raise CheckpointError(f"{path}: must hold one object keyed by scorer name")
     return entries

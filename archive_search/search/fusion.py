@@ -12,7 +12,6 @@ Weights live in `fusion.json` beside the checkpoints, per scorer and query kind.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from archive_search.errors import CheckpointError
+from archive_search.search.calibration import read_scorer_file, write_scorer_entry
 from archive_search.search.transcripts import TranscriptMatch
 
 FUSION_FILE = "fusion.json"
@@ -144,14 +144,7 @@ PRIOR_FUSION = Fusion(
 
 def save_fusions(path: str | Path, scorer: str, fusions: dict[str, Fusion]) -> Path:
     """Add or replace this scorer's fusions (by query kind) in a fusion file."""
-    path = Path(path)
-    entries = _read(path) if path.is_file() else {}
-    entries[scorer] = {kind: asdict(fusion) for kind, fusion in fusions.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_scorer_entry(path, scorer, {kind: asdict(fusion) for kind, fusion in fusions.items()})
 
 
 def load_fusions(path: str | Path) -> dict[str, dict[str, Fusion]]:
@@ -160,7 +153,7 @@ def load_fusions(path: str | Path) -> dict[str, dict[str, Fusion]]:
     if not path.is_file():
         return {}
     result = {}
-    for scorer, kinds in _read(path).items():
+    for scorer, kinds in read_scorer_file(path).items():
         try:
             result[scorer] = {
                 kind: Fusion(tuple(v["features"]), tuple(float(w) for w in v["weights"]), float(v["bias"]), v.get("data", ""), v.get("dev_mtwv"))
@@ -169,13 +162,3 @@ def load_fusions(path: str | Path) -> dict[str, dict[str, Fusion]]:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: fusion of {scorer!r} is malformed ({exc})") from exc
     return result
-
-
-def _read(path: Path) -> dict:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable fusion file ({exc})") from exc
-    if not isinstance(entries, dict):
-        raise CheckpointError(f"{path}: a fusion file holds one object keyed by scorer name")
-    return entries

@@ -181,3 +181,23 @@ def test_text_scoring_option_chooses_the_reranker(indexed, bundle, monkeypatch):
     assert clash.exit_code == QueryError.exit_code and "contradicts --text-scoring parallelkws" in clash.stderr
     unknown = run_search("window", "--text-scoring", "spoken", "--index", root / "index")
     assert unknown.exit_code == 2 and "spoken" in unknown.stderr
+
+
+def test_transcripts_show_in_the_table_and_no_transcript_skips_them(tmp_path, monkeypatch):
+    from tests.fakes import FakeTranscriber
+
+    bundle = fake_bundle(lexicon(), transcriber=FakeTranscriber())
+    monkeypatch.setattr(api, "load_models", lambda: bundle)
+    write_episodes(tmp_path / "audio", count=2)
+    plain = CliRunner().invoke(index_cli.main, [str(tmp_path / "audio"), "--index", str(tmp_path / "plain"), "-q", "--no-transcript", "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["index"]["transcribed"] == 0
+    fused = CliRunner().invoke(index_cli.main, [str(tmp_path / "audio"), "--index", str(tmp_path / "fused"), "-q"])
+    assert fused.exit_code == 0 and "transcript words (2 files transcribed)" in fused.stdout
+    table = run_search("river", "--index", tmp_path / "fused", "--top", "1")
+    assert table.exit_code == 0
+    rank, context = table.stdout.strip().splitlines()[1:3]
+    assert rank.lstrip().startswith("1") and "river" in context and context.strip().startswith('"')
+    hit = json.loads(run_search("river", "--index", tmp_path / "fused", "--top", "1", "--json").stdout)
+    assert "river" in hit["text"].split()
+    assert json.loads(run_search("river", "--index", tmp_path / "plain", "--top", "1", "--json").stdout)["text"] is None
