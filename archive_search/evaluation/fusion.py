@@ -73,7 +73,7 @@ def collect(searcher: Searcher, acoustic: Searcher, corpus: Corpus, queries: Seq
             clip = load_segment(query.probe.file, query.probe.start, query.probe.end)
             evidence, plain = searcher.gather_audio(clip, top, fuse_transcript=True), acoustic.gather_audio(clip, top)
         else:
-            evidence, plain = searcher.gather(query.text, top), acoustic.gather(query.text, top)
+            evidence, plain = searcher.gather(query.text, top, fuse_transcript=True), acoustic.gather(query.text, top)
         for item in (evidence, plain):
             item.regions = [r for r in item.regions if not _is_probe(r, query, tolerance)]
         truth = [o for o in corpus.occurrences(query.words) if o != query.probe] if not query.absent else []

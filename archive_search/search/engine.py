@@ -113,8 +113,10 @@ class Searcher:
         """Ranked hits for a spoken clip (a path, or 16 kHz mono float samples)."""
         return self.hits(self.gather_audio(query, top), top, threshold)
 
-    def gather(self, text: str, top: int = 10) -> QueryEvidence:
-        """A text query's candidate regions with every channel's evidence, reranked."""
+    def gather(self, text: str, top: int = 10, fuse_transcript: bool | None = None) -> QueryEvidence:
+        """A text query's candidate regions with every channel's evidence, reranked.
+
+        fuse_transcript None: as `fuses("text")` decides for this bundle."""
         _check_top(top)
         pronunciation: Pronunciation = pronounce(text)
         vector = np.asarray(self.models.text.embed_phonemes([pronunciation.phonemes]), dtype=np.float32)
@@ -124,7 +126,16 @@ class Searcher:
             return reranker.score_text(audio, pronunciation.phonemes, pronunciation.text)
 
         return self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
-                            rerank if reranker is not None else None, top)  # fmt: skip
+                            rerank if reranker is not None else None, top,
+                            self.fuses("text") if fuse_transcript is None else fuse_transcript)  # fmt: skip
+
+    def fuses(self, kind: str) -> bool:
+        """Whether queries of this kind fuse the transcript channels: when the bundle has a fusion
+        fitted for its scorer, or no calibration either (the prior fusion, e.g. untrained models).
+        A calibrated scorer without a fusion (a mode it was not fitted for) keeps its calibrated
+        acoustic path: an unfitted fusion would not put its threshold where 0.5 means yes."""
+        scorer = self._scorer()
+        return kind in self.models.fusions.get(scorer, {}) or scorer not in self.models.calibrations
 
     def gather_audio(self, query: str | Path | np.ndarray, top: int = 10, fuse_transcript: bool | None = None) -> QueryEvidence:
         """A spoken query's candidate regions: acoustic ones and, with `fuse_transcript`, the
@@ -140,7 +151,7 @@ class Searcher:
         words, phonemes = (), ()
         transcriber = self.models.transcriber
         if fuse_transcript is None:
-            fuse_transcript = "audio" in self.models.fusions.get(self._scorer(), {})
+            fuse_transcript = "audio" in self.models.fusions.get(self._scorer(), {})  # spoken: fitted fusions only
         if fuse_transcript and transcriber is not None and self.transcripts() is not None:
             heard = transcriber.transcribe(clip)
             if heard and float(np.mean([w.probability for w in heard])) >= QBE_MIN_WORD_PROBABILITY:

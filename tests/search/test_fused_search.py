@@ -105,3 +105,18 @@ def test_a_searcher_sees_transcripts_written_after_it_opened(tmp_path):
     assert not reader._get_searcher().gather("apple").fused
     Archive.open(tmp_path / "index", bundle).add([tmp_path / "audio"])
     assert reader._get_searcher().gather("apple").fused
+
+
+def test_a_calibrated_scorer_fuses_only_with_a_fitted_fusion(built):
+    from dataclasses import replace
+
+    from archive_search.search.calibration import Calibration, ScoreCalibration, scorer_name
+    from archive_search.search.fusion import PRIOR_FUSION
+
+    root, truth, bundle = built
+    scorer = scorer_name(bundle.name, bundle.reranker.name)
+    calibrated = replace(bundle, calibrations={scorer: Calibration(scorer, {"text": ScoreCalibration(0.5, 10.0)})})
+    assert not searcher(root, calibrated, ("vectors", "exact", "phonetic")).gather("river").fused
+    fitted = replace(calibrated, fusions={scorer: {"text": PRIOR_FUSION}})
+    assert searcher(root, fitted, ("vectors", "exact", "phonetic")).gather("river").fused
+    assert searcher(root, calibrated, ("vectors", "exact", "phonetic")).gather("river", fuse_transcript=True).fused
