@@ -51,7 +51,7 @@ class Archive:
 
         transcribe: also keep a transcript of every file (whisper tiny.en), which text search
         fuses with the acoustic evidence; files indexed without one gain it on a later run with
-        transcribe on. False keeps an acoustic-only index (about twice as fast to build).
+        transcribe on. False keeps an acoustic-only index (about 4x faster to build on a CPU, docs/performance.md).
         Takes the index's write lock for the run (IndexLockedError if another indexer has it).
         """
         if isinstance(paths, (str, Path)):

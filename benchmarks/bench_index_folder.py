@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 
 from archive_search.api import Archive
-from archive_search.audio import SAMPLE_RATE, load_audio
+from archive_search.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
 from archive_search.embedders.registry import load_models
 
 
@@ -73,7 +73,7 @@ def run_mode(mode: str, source: Path, work: Path, bundle, threads: int) -> dict:
     if mode == "whisper-peer":
         from archive_search.evaluation.peers import WhisperTranscriber
 
-        files = sorted(str(p) for p in source.rglob("*") if p.is_file())
+        files = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         WhisperTranscriber(threads=threads).transcribe(files)
         audio_s = sum(sf.info(f).duration for f in files)
     else:

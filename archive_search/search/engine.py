@@ -74,7 +74,7 @@ class QueryEvidence:
     regions: list[Evidence]
     context: QueryContext
     fused: bool
-    """True when the index keeps transcripts: the regions are scored by the fusion."""
+    """True when the transcript channels were searched: the fusion scores the regions."""
 
     def features(self) -> np.ndarray:
         """(N, len(FEATURES)) evidence columns of the regions."""
