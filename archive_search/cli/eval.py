@@ -72,6 +72,19 @@ def corpus_options(function):
                         help="JSON-lines manifest of utterances with word times (archive-data import ...).")(function)  # fmt: skip
 
 
+def query_draw_options(words: int, phrases: int, absent: int, spoken: int, per: str = ""):
+    """--words/--phrases/--absent/--spoken/--top/--seed: how many queries of each kind to draw."""
+
+    def decorate(function):
+        for name, default, what in reversed((("words", words, "Single-word queries"), ("phrases", phrases, "2-3 word phrase queries"),
+                                             ("absent", absent, "Absent-term queries"), ("spoken", spoken, "Spoken-query probes"))):  # fmt: skip
+            function = click.option(f"--{name}", f"n_{name}", default=default, show_default=True, help=f"{what} to draw{per}.")(function)
+        function = click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")(function)
+        return click.option("--seed", default=0, show_default=True)(function)
+
+    return decorate
+
+
 def _emit(data: dict, as_json: bool, text: str) -> None:
     from archive_search.evaluation.report import clean_json
 
@@ -138,12 +151,7 @@ def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the index and queries.")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibration file to add this scorer's entry to (default: OUT/calibration.json).")  # fmt: skip
-@click.option("--words", "n_words", default=80, show_default=True, help="Single-word queries to draw.")
-@click.option("--phrases", "n_phrases", default=30, show_default=True, help="2-3 word phrase queries to draw.")
-@click.option("--absent", "n_absent", default=30, show_default=True, help="Absent-term queries to draw.")
-@click.option("--spoken", "n_spoken", default=60, show_default=True, help="Spoken-query probes to draw.")
-@click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
-@click.option("--seed", default=0, show_default=True)
+@query_draw_options(80, 30, 30, 60)
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
 def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top,
@@ -173,12 +181,7 @@ def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the indexes and the report.")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fusion file to add this scorer's entry to (default: OUT/fusion.json).")  # fmt: skip
-@click.option("--words", "n_words", default=60, show_default=True, help="Single-word queries to draw per archive.")
-@click.option("--phrases", "n_phrases", default=20, show_default=True, help="2-3 word phrase queries to draw per archive.")
-@click.option("--absent", "n_absent", default=20, show_default=True, help="Absent-term queries to draw per archive.")
-@click.option("--spoken", "n_spoken", default=30, show_default=True, help="Spoken-query probes to draw per archive.")
-@click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
-@click.option("--seed", default=0, show_default=True)
+@query_draw_options(60, 20, 20, 30, per=" per archive")
 @click.option("--reuse-regions", is_flag=True, help="Refit from OUT/regions.pickle (the labelled regions of an earlier run) instead of searching again.")
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
