@@ -41,7 +41,7 @@ from archive_search.errors import (
     IndexWriteError,
 )
 from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, TranscriptRow, WindowRow, WordRow
-from archive_search.storage.vectors import VectorIndex, choose_kind, windows_per_hour
+from archive_search.storage.vectors import VectorIndex, windows_per_hour
 
 DB_NAME = "index.sqlite"
 VECTORS_NAME = "vectors.faiss"

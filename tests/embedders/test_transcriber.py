@@ -1,6 +1,5 @@
 """Packing short clips into shared transcription passes, and streaming long files."""
 
-import numpy as np
 import pytest
 
 from archive_search.audio import SAMPLE_RATE

@@ -1,6 +1,5 @@
 """Fused text search on an index that keeps transcripts (fake models, tone-word audio)."""
 
-import numpy as np
 import pytest
 
 from archive_search import Archive
