@@ -201,11 +201,11 @@ def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_
     rows = []
     acoustic = None
     regions_file = out / "regions.pickle"  # a cache this command wrote itself; never read from elsewhere
-    for manifest in manifests:
-        if reuse_regions:
-            rows = pickle.loads(regions_file.read_bytes())
-            acoustic = Archive.open(out / Path(manifest).stem / "index", models).searcher(channels=("vectors",))
-            continue
+    if reuse_regions:
+        rows = pickle.loads(regions_file.read_bytes())
+        # today's calibrated acoustic scores need only the models; any of the indexes serves
+        acoustic = Archive.open(out / Path(manifests[0]).stem / "index", models).searcher(channels=("vectors",))
+    for manifest in manifests if not reuse_regions else ():
         corpus = harness.load_corpus(manifest)
         name = Path(manifest).stem
         queries = harness.make_queries(corpus, None, n_words, n_phrases, n_absent, n_spoken, seed)

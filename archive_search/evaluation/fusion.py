@@ -37,7 +37,7 @@ from archive_search.evaluation.metrics import (
     twv_curve,
 )
 from archive_search.search.engine import QueryEvidence, Searcher, hits_of
-from archive_search.search.fusion import FEATURES, QUERY_FEATURES, Evidence, Fusion
+from archive_search.search.fusion import FEATURES, QUERY_FEATURES, Evidence, Fusion, feature_matrix
 
 QUERY_KIND = {"text": "text", "spoken": "audio"}
 
@@ -122,12 +122,10 @@ def variant_features(variant: Variant, normalised: bool) -> tuple[str, ...]:
     return variant.region_features + (query_columns if normalised else ())
 
 
-def _subset(row: QueryRegions, variant: Variant) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kept region indexes, their feature rows, their labels) of one query for a variant. The
-    query columns are recomputed over the kept regions only (a channel sees only its own)."""
-    from archive_search.search.fusion import feature_matrix
-
-    keep = np.array([i for i, r in enumerate(row.evidence.regions) if variant.keeps(r)], dtype=int)
+def _subset(row: QueryRegions, keeps: Callable[[Evidence], bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kept region indexes, their feature rows, their labels) of one query. The query columns
+    are recomputed over the kept regions only (a channel sees only its own)."""
+    keep = np.array([i for i, r in enumerate(row.evidence.regions) if keeps(r)], dtype=int)
     regions = [row.evidence.regions[i] for i in keep]
     matrix = feature_matrix(regions, row.evidence.context) if regions else np.zeros((0, len(FEATURES)))
     return keep, matrix, row.labels[keep]
@@ -139,9 +137,8 @@ def fit_fusion(rows: Sequence[QueryRegions], kind: str, features: tuple[str, ...
     its bias shifted so that 0.5 is the pooled development MTWV point."""
     from sklearn.linear_model import LogisticRegression
 
-    variant = Variant("fit", keeps, ())
     chosen = [row for row in rows if QUERY_KIND[row.query.kind] == kind]
-    parts = [_subset(row, variant) for row in chosen]
+    parts = [_subset(row, keeps) for row in chosen]
     columns = [FEATURES.index(f) for f in features]
     x = np.concatenate([m[:, columns] for _, m, _ in parts]) if parts else np.zeros((0, len(columns)))
     y = np.concatenate([labels for _, _, labels in parts]) if parts else np.zeros(0, bool)
@@ -234,7 +231,7 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
                     except EvaluationError:
                         continue
                     for row in test:
-                        keep, matrix, _ = _subset(row, variant)
+                        keep, matrix, _ = _subset(row, variant.keeps)
                         out[id(row)] = (keep, fusion(matrix))
             scored[(variant.name, normalised)] = out
     for corpus in corpora:

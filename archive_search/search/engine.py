@@ -75,6 +75,8 @@ class QueryEvidence:
     context: QueryContext
     fused: bool
     """True when the transcript channels were searched: the fusion scores the regions."""
+    transcripts: TranscriptIndex | None = None
+    """The index's transcript words as this query saw them (for the words around each hit)."""
 
     def features(self) -> np.ndarray:
         """(N, len(FEATURES)) evidence columns of the regions."""
@@ -170,7 +172,7 @@ class Searcher:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise QueryError(f"threshold must lie in [0, 1], not {threshold}")
         scores = self.score(evidence) if scores is None else np.asarray(scores, dtype=np.float64)
-        return hits_of(evidence.label, evidence.regions, scores, top, threshold, self.transcripts())
+        return hits_of(evidence.label, evidence.regions, scores, top, threshold, evidence.transcripts)
 
     def score(self, evidence: QueryEvidence) -> np.ndarray:
         """(N,) scores in [0, 1] of the query's regions."""
@@ -216,7 +218,8 @@ class Searcher:
         regions, floor = self._vector_regions(vector, top) if "vectors" in self.channels else ([], 0.0)
         evidence = [Evidence(r.file, *r.hit_span(), similarity=r.similarity, sources={"vectors"}) for r in regions]
         # 2. transcript matches join the region they fall in, or stand as regions of their own
-        transcripts = self.transcripts() if use_transcripts else None
+        available = self.transcripts()  # loaded once per query: the hits' context words come from it too
+        transcripts = available if use_transcripts else None
         fused = transcripts is not None
         context = QueryContext(len(phonemes), 0, False, floor)
         if transcripts is not None and words:
@@ -234,7 +237,7 @@ class Searcher:
             for item, score in zip(evidence, self._rerank(evidence, rerank)):
                 item.rerank = score
             evidence = [item for item in evidence if item.rerank is not None]
-        return QueryEvidence(label, kind, evidence, context, fused)
+        return QueryEvidence(label, kind, evidence, context, fused, available)
 
     def _vector_regions(self, vector: np.ndarray, top: int) -> tuple[list[Region], float]:
         """Regions of the nearest windows, best first, and the lowest similarity returned."""

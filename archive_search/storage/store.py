@@ -524,9 +524,8 @@ class Store:
     def transcript_version(self) -> tuple[int, float]:
         """(transcripts, latest transcription time): changes whenever a transcript is written or dropped."""
         with self.sessions() as session:
-            count = session.execute(select(func.count(TranscriptRow.file_id))).scalar() or 0
-            latest = session.execute(select(func.max(TranscriptRow.transcribed_at))).scalar() or 0.0
-        return int(count), float(latest)
+            count, latest = session.execute(select(func.count(TranscriptRow.file_id), func.max(TranscriptRow.transcribed_at))).one()
+        return int(count or 0), float(latest or 0.0)
 
     @_writes
     def touch_file(self, path: str, size: int, mtime: float) -> None:
