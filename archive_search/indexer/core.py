@@ -172,19 +172,14 @@ class Indexer:
             path for path in stored
             if path not in found and (_under(path, roots) or not os.path.lexists(path))
         ]
-        last_save = time.monotonic()
+        self._last_save = time.monotonic()
         if self.transcriber is not None:
             self.store.keep_transcripts(self.transcriber.name)
         try:
             if vanished:
                 self.store.remove_files(vanished)
                 report.removed.extend(vanished)
-            for number, candidate in enumerate(candidates):
-                self._notify(number, len(candidates), report, started, candidate.path)
-                self._index_one(candidate, stored.get(candidate.path), report, started, number, len(candidates))
-                if time.monotonic() - last_save > self.save_every_s:
-                    self.store.save_vectors()
-                    last_save = time.monotonic()
+            self._index_all(candidates, stored, report, started)
             self._commit_pack(report)
         except BaseException:
             # Also on Ctrl-C or a full disk: what was committed keeps its vectors if they can
@@ -198,6 +193,18 @@ class Indexer:
         self._notify(len(candidates), len(candidates), report, started, None)
         return report
 
+    def _index_all(self, candidates: list[Candidate], stored: dict[str, StoredFile], report: IndexReport, started: float) -> None:
+        """Index each found file in turn (indexer/distributed.py hands the work to Ray workers instead)."""
+        for number, candidate in enumerate(candidates):
+            self._notify(number, len(candidates), report, started, candidate.path)
+            self._index_one(candidate, stored.get(candidate.path), report, started, number, len(candidates))
+            self._maybe_save()
+
+    def _maybe_save(self) -> None:
+        if time.monotonic() - self._last_save > self.save_every_s:
+            self.store.save_vectors()
+            self._last_save = time.monotonic()
+
     def _notify(self, done: int, total: int, report: IndexReport, started: float, current: str | None) -> None:
         if self.progress is not None:
             self.progress(IndexProgress(done, total, report.audio_s, time.monotonic() - started, current))
@@ -207,32 +214,40 @@ class Indexer:
     ) -> None:
         path = candidate.path
         try:
-            if stored is not None and stored.size == candidate.size and stored.mtime == candidate.mtime:
-                report.unchanged += 1
-                self._add_missing_transcript(stored, report)
-                return
-            digest = content_hash(path)
-            if stored is not None and stored.content_hash == digest:
-                self.store.touch_file(path, candidate.size, candidate.mtime)
-                report.unchanged += 1
-                self._add_missing_transcript(stored, report)
+            digest = self._changed(candidate, stored, report)
+            if digest is None:
                 return
             sample_rate = _native_rate(path)
-            windows, vectors, duration, peak, words, short_clip = self._embed_file(path, report, started, number, total)
-        except IndexWriteError:
-            raise  # the index, not this file, is the problem: stop the run
-        except ArchiveSearchError as exc:
-            report.errors.append(FileIssue(path, getattr(exc, "reason", None) or str(exc)))
-            return
-        except OSError as exc:
-            report.errors.append(FileIssue(path, f"cannot be read: {exc.strerror or exc}"))
-            return
-        except MemoryError:
-            raise
+            embedded = self._embed_file(path, report, started, number, total)
+        except (IndexWriteError, MemoryError):
+            raise  # the index or the machine, not this file, is the problem: stop the run
         except Exception as exc:  # one odd file must not stop an archive-wide run
-            report.errors.append(FileIssue(path, f"failed: {type(exc).__name__}: {exc}"))
+            report.errors.append(file_issue(path, exc))
             return
+        self._accept(candidate, stored, digest, sample_rate, embedded, report)
 
+    def _changed(self, candidate: Candidate, stored: StoredFile | None, report: IndexReport) -> str | None:
+        """The content hash of a file to (re)index, or None for an unchanged one (counted here)."""
+        path = candidate.path
+        if stored is not None and stored.size == candidate.size and stored.mtime == candidate.mtime:
+            report.unchanged += 1
+            self._add_missing_transcript(stored, report)
+            return None
+        digest = content_hash(path)
+        if stored is not None and stored.content_hash == digest:
+            self.store.touch_file(path, candidate.size, candidate.mtime)
+            report.unchanged += 1
+            self._add_missing_transcript(stored, report)
+            return None
+        return digest
+
+    def _accept(self, candidate: Candidate, stored: StoredFile | None, digest: str, sample_rate: int,
+                embedded: "EmbeddedFile", report: IndexReport) -> None:  # fmt: skip
+        """Commit an embedded file (or pack it for a shared transcription pass); silent and too
+        short files are stored without windows."""
+        path = candidate.path
+        windows, vectors, duration, peak = embedded.windows, embedded.vectors, embedded.duration, embedded.peak
+        words, short_clip = embedded.words, embedded.short_clip
         note = None
         if duration < MIN_AUDIO_S:
             note = f"is too short to hold a word ({duration:.3f} s)"
@@ -284,68 +299,112 @@ class Indexer:
             return
         words: list[TimedWord] = []
         if stored.n_windows:
-            streaming = StreamingTranscript(self.transcriber)
-            for chunk in stream_audio(stored.path, chunk_s=self.chunk_s):
-                streaming.push(chunk.samples)
-                report.audio_s += chunk.duration_s
-            words = streaming.finish()
+
+            def on_chunk(seconds: float) -> None:
+                report.audio_s += seconds
+
+            words = stream_transcript(stored.path, self.transcriber, self.chunk_s, on_chunk)
+        self._put_transcript(stored.path, words, report)
+
+    def _put_transcript(self, path: str, words: list[TimedWord], report: IndexReport) -> None:
+        assert self.transcriber is not None
         transcript = _transcript(self.transcriber.name, words)
-        self.store.put_transcript(stored.path, transcript)
+        self.store.put_transcript(path, transcript)
         report.transcribed += 1
         report.words_added += len(transcript.words)
 
-    def _embed_file(self, path: str, report: IndexReport, started: float, number: int, total: int):
-        """Windows (N, 3), vectors (N, D), duration s, peak, and the transcript: its words for a
-        long file, or the file's samples (short_clip) when it is short enough to be packed."""
-        windower = StreamWindower(self.scales, self.hop_fraction)
-        windows, vectors = [], []
-        peak = 0.0
-        held: list[np.ndarray] = []  # a file's first seconds, until it proves too long to pack
-        streaming = None
-        for chunk in stream_audio(path, chunk_s=self.chunk_s):
-            if len(chunk.samples):
-                peak = max(peak, float(np.max(np.abs(chunk.samples))))
-            batch = windower.push(chunk.samples)
-            if batch is not None:
-                self._embed(path, batch, windows, vectors)
-            if self.transcriber is not None:
-                if streaming is None and windower.duration <= SHORT_FILE_S:
-                    held.append(chunk.samples)
-                else:
-                    if streaming is None:
-                        streaming = StreamingTranscript(self.transcriber)
-                        held.append(chunk.samples)
-                        streaming.push(np.concatenate(held))
-                        held = []
-                    else:
-                        streaming.push(chunk.samples)
-            report.audio_s += chunk.duration_s
+    def _embed_file(self, path: str, report: IndexReport, started: float, number: int, total: int) -> "EmbeddedFile":
+        def on_chunk(seconds: float) -> None:
+            report.audio_s += seconds
             self._notify(number, total, report, started, path)
-        tail = windower.finish()
-        if windower.total == 0:
-            raise AudioDecodeError(path, "holds no audio frames")
-        if tail is not None:
-            self._embed(path, tail, windows, vectors)
-        dim = self.embedder.dim
-        words = streaming.finish() if streaming is not None else []
-        short_clip = np.concatenate(held) if held else None
-        return (
-            np.concatenate(windows) if windows else np.zeros((0, 3)),
-            np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
-            windower.duration,
-            peak,
-            words,
-            short_clip,
-        )
 
-    def _embed(self, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
-        embedded = np.asarray(self.embedder.embed_spans(batch.samples, batch.spans), dtype=np.float32)
-        if embedded.shape != (len(batch.spans), self.embedder.dim):
-            raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {len(batch.spans)} windows")
-        if not np.isfinite(embedded).all():
-            raise AudioDecodeError(path, "the audio model returned non-finite vectors")
-        windows.append(batch.windows)
-        vectors.append(embedded)
+        return embed_file(path, self.embedder, self.scales, self.hop_fraction, self.chunk_s, self.transcriber, on_chunk)
+
+
+@dataclass
+class EmbeddedFile:
+    """One file's decoded work: windows (N, 3) start, end, scale; vectors (N, D) float32;
+    duration s; absolute peak; words of a long file; `short_clip` (S,) the samples of a short
+    file still to be transcribed in a pack (None otherwise)."""
+
+    windows: np.ndarray
+    vectors: np.ndarray
+    duration: float
+    peak: float
+    words: list[TimedWord]
+    short_clip: np.ndarray | None
+
+
+def embed_file(path: str, embedder: AudioEmbedder, scales: tuple[float, ...], hop_fraction: float, chunk_s: float,
+               transcriber: Transcriber | None = None, on_chunk: Callable[[float], None] | None = None) -> EmbeddedFile:  # fmt: skip
+    """Stream, window and embed one file (and transcribe it when long); `on_chunk(seconds)` after each chunk."""
+    windower = StreamWindower(scales, hop_fraction)
+    windows, vectors = [], []
+    peak = 0.0
+    held: list[np.ndarray] = []  # a file's first seconds, until it proves too long to pack
+    streaming = None
+    for chunk in stream_audio(path, chunk_s=chunk_s):
+        if len(chunk.samples):
+            peak = max(peak, float(np.max(np.abs(chunk.samples))))
+        batch = windower.push(chunk.samples)
+        if batch is not None:
+            _embed(embedder, path, batch, windows, vectors)
+        if transcriber is not None:
+            if streaming is None and windower.duration <= SHORT_FILE_S:
+                held.append(chunk.samples)
+            else:
+                if streaming is None:
+                    streaming = StreamingTranscript(transcriber)
+                    held.append(chunk.samples)
+                    streaming.push(np.concatenate(held))
+                    held = []
+                else:
+                    streaming.push(chunk.samples)
+        if on_chunk is not None:
+            on_chunk(chunk.duration_s)
+    tail = windower.finish()
+    if windower.total == 0:
+        raise AudioDecodeError(path, "holds no audio frames")
+    if tail is not None:
+        _embed(embedder, path, tail, windows, vectors)
+    dim = embedder.dim
+    return EmbeddedFile(
+        np.concatenate(windows) if windows else np.zeros((0, 3)),
+        np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+        windower.duration,
+        peak,
+        streaming.finish() if streaming is not None else [],
+        np.concatenate(held) if held else None,
+    )
+
+
+def stream_transcript(path: str, transcriber: Transcriber, chunk_s: float, on_chunk: Callable[[float], None] | None = None) -> list[TimedWord]:
+    """A whole file's words, transcribed chunk by chunk as it streams."""
+    streaming = StreamingTranscript(transcriber)
+    for chunk in stream_audio(path, chunk_s=chunk_s):
+        streaming.push(chunk.samples)
+        if on_chunk is not None:
+            on_chunk(chunk.duration_s)
+    return streaming.finish()
+
+
+def file_issue(path: str, exc: Exception) -> FileIssue:
+    """How a file that raised `exc` while being indexed is reported."""
+    if isinstance(exc, ArchiveSearchError):
+        return FileIssue(path, getattr(exc, "reason", None) or str(exc))
+    if isinstance(exc, OSError):
+        return FileIssue(path, f"cannot be read: {exc.strerror or exc}")
+    return FileIssue(path, f"failed: {type(exc).__name__}: {exc}")
+
+
+def _embed(embedder: AudioEmbedder, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
+    embedded = np.asarray(embedder.embed_spans(batch.samples, batch.spans), dtype=np.float32)
+    if embedded.shape != (len(batch.spans), embedder.dim):
+        raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {len(batch.spans)} windows")
+    if not np.isfinite(embedded).all():
+        raise AudioDecodeError(path, "the audio model returned non-finite vectors")
+    windows.append(batch.windows)
+    vectors.append(embedded)
 
 
 @dataclass
