@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from archive_search.audio import MAX_PLAY_S, PLAY_CONTEXT_S, load_segment
 from archive_search.embedders.registry import ModelBundle, load_models
+from archive_search.errors import FileNotIndexedError, QueryError
 from archive_search.indexer.core import Indexer, IndexReport, ProgressCallback, index_settings
 from archive_search.search.engine import CHANNELS, RERANK_REGIONS, Hit, Searcher
-from archive_search.storage.store import CheckReport, Store
+from archive_search.storage.store import CheckReport, Store, path_key
+
+FILE_ID_HEX = 16
+"""Hex digits of a file id: 64 bits of the path's SHA-256, so ids of distinct files do not collide."""
+
+
+def file_id(path: str | Path) -> str:
+    """The stable id of an indexed file: a hash of its path, so it survives re-indexing and
+    names a file without being a path (nothing can be forged into one)."""
+    return hashlib.sha256(path_key(path)).hexdigest()[:FILE_ID_HEX]
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """A file of the index: its id (`file_id`), absolute path and duration in seconds."""
+
+    id: str
+    path: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A stretch of an indexed file: `samples` (S,) float32 at 16 kHz starting `start` s into it."""
+
+    file: IndexedFile
+    start: float
+    samples: np.ndarray
 
 
 class Archive:
@@ -24,6 +56,7 @@ class Archive:
     def __init__(self, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS):
         self.path = Path(path)
         self._models = models
+        self._given_models = models is not None
         self.rerank_regions = rerank_regions
         self._store: Store | None = None
         self._searcher: Searcher | None = None
@@ -46,12 +79,15 @@ class Archive:
             self._models = load_models()
         return self._models
 
-    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None, transcribe: bool = True) -> IndexReport:
+    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None, transcribe: bool = True,
+            ray: str | None = None) -> IndexReport:  # fmt: skip
         """Index audio under `paths` (incremental: unchanged skipped, changed redone, vanished removed).
 
         transcribe: also keep a transcript of every file (whisper tiny.en), which text search
         fuses with the acoustic evidence; files indexed without one gain it on a later run with
         transcribe on. False keeps an acoustic-only index (about 4x faster to build on a CPU, docs/performance.md).
+        ray: "auto" or a Ray cluster address: Ray workers decode, embed and transcribe while this
+        process commits (indexer/distributed.py; ClusterError if Ray cannot start).
         Takes the index's write lock for the run (IndexLockedError if another indexer has it).
         """
         if isinstance(paths, (str, Path)):
@@ -63,8 +99,15 @@ class Archive:
         try:
             # open_for_writing repaired what a killed run left; say which files it dropped.
             report.repaired = list(store.last_check.dropped_files) if store.last_check else []
-            transcriber = models.transcriber if transcribe else None
-            Indexer(store, models.audio, progress=progress, transcriber=transcriber).run(paths, report)
+            if ray is not None:
+                from archive_search.indexer.distributed import RayIndexer
+
+                # Workers load the shipped models themselves; a bundle given to open() is sent to them.
+                source = self._models if self._given_models else load_models
+                RayIndexer(store, source, ray, progress=progress, transcribe=transcribe).run(paths, report)
+            else:
+                transcriber = models.transcriber if transcribe else None
+                Indexer(store, models.audio, progress=progress, transcriber=transcriber).run(paths, report)
         finally:
             store.close()
         self._reset()
@@ -117,6 +160,26 @@ class Archive:
             "index_kind": store.vectors.kind,
             "model": store.settings.model_name if store.settings else None,
         }
+
+    def files(self) -> list[IndexedFile]:
+        """Every indexed file, as it is now (a file another process indexes shows up)."""
+        return [IndexedFile(file_id(f.path), f.path, f.duration) for f in self._get_store().stored_files().values()]
+
+    def clip(self, file_id: str, start: float, end: float, context: float = PLAY_CONTEXT_S) -> Clip:
+        """[start - context, end + context) seconds of the indexed file named by `file_id`, cut
+        to the file. Reads only files of the index: FileNotIndexedError for any other id,
+        QueryError for times outside the file or a stretch over MAX_PLAY_S."""
+        if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start < end):
+            raise QueryError(f"start and end must be seconds with 0 <= start < end, not {start} and {end}")
+        if end - start > MAX_PLAY_S:
+            raise QueryError(f"at most {MAX_PLAY_S:.0f} s can be played at once, not {end - start:.1f} s")
+        found = next((f for f in self.files() if f.id == file_id), None)
+        if found is None:
+            raise FileNotIndexedError(file_id)
+        if start >= found.duration:
+            raise QueryError(f"start {start} s is past the end of the file ({found.duration:.2f} s)")
+        first = max(0.0, start - context)
+        return Clip(found, first, load_segment(found.path, first, min(found.duration, end + context)))
 
     def close(self) -> None:
         self._reset()

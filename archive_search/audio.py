@@ -353,3 +353,9 @@ WINDOW_HOP_FRACTION = 1 / 3
 
 REGION_CONTEXT_S = 0.3
 """Seconds of audio added on each side of a merged candidate region before reranking."""
+
+PLAY_CONTEXT_S = 1.0
+"""Seconds of audio played on each side of a hit, so a listener hears the word in its sentence."""
+
+MAX_PLAY_S = 60.0
+"""Seconds. The longest stretch of an indexed file served for listening (a hit plus context is a few)."""

@@ -90,3 +90,27 @@ class IndexWriteError(ArchiveSearchError):
     saved before stays intact and searchable; freeing space and re-running finishes the job."""
 
     exit_code = 12
+
+
+class FileNotIndexedError(ArchiveSearchError):
+    """A file id names no file of the index (unknown, forged, or the file was removed since)."""
+
+    exit_code = 13
+
+    def __init__(self, file_id: str):
+        self.file_id = file_id
+        super().__init__(f"no indexed file has the id {file_id!r}")
+
+
+class ClusterError(ArchiveSearchError):
+    """Indexing on Ray cannot start: Ray is not installed, the cluster is unreachable, or its
+    workers cannot load the models."""
+
+    exit_code = 16
+
+
+class CatalogueError(ArchiveSearchError):
+    """The catalogue database (--db) cannot be used: unreachable, login refused, not SQLite or
+    PostgreSQL, or its driver is not installed. The message names the URL, never its password."""
+
+    exit_code = 14

@@ -1,4 +1,8 @@
-"""archive-search: find where a word or phrase is spoken, by text or by an example clip."""
+"""archive-search: find where a word or phrase is spoken, by text or by an example clip;
+`archive-search serve` runs the web page and HTTP API over the same index.
+
+`archive-search QUERY` runs the default `search` command (click-default-group, as in simonw/llm),
+so `archive-search search serve` searches for the word "serve" itself."""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import json
 from pathlib import Path
 
 import click
+from click_default_group import DefaultGroup
 
 from archive_search.api import Archive
 from archive_search.cli.common import domain_errors, index_option, printable, resolve_index
+from archive_search.cli.serve import serve
 from archive_search.embedders.registry import TEXT_SCORINGS, load_models
 from archive_search.errors import QueryError
 from archive_search.search.engine import Hit, write_clip
@@ -33,7 +39,16 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{rest:05.2f}" if hours else f"{minutes}:{rest:05.2f}"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(cls=DefaultGroup, default="search", default_if_no_args=True, context_settings=HELP)
+def main() -> None:
+    """Find where a word or phrase is spoken: `archive-search QUERY` (the search command), or
+    `archive-search serve` for the web page. To search for the word "serve": archive-search search serve."""
+
+
+@main.command(context_settings=HELP)
 @click.argument("query", required=False)
 @click.option("--audio", "audio", type=click.Path(dir_okay=False, path_type=str), help="Search by example: a clip of the word.")
 @index_option
@@ -48,7 +63,7 @@ def _clock(seconds: float) -> str:
                    "whisper-frame ParallelKWS mixed in: ~1-2 s, best).")  # fmt: skip
 @click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")
 @domain_errors
-def main(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
+def search(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
          as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool) -> None:
     """Search the index for QUERY (a word or short phrase), or for the word spoken in --audio CLIP."""
     if query is not None and audio is not None:
@@ -79,6 +94,8 @@ def main(query: str | None, audio: str | None, index_dir: Path | None, top: int,
             if not as_json:
                 click.echo(f"clip: {printable(str(written))}", err=True)
 
+
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()
