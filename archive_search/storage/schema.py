@@ -1,18 +1,24 @@
-"""SQLite metadata of an index (SQLAlchemy 2.0): files, windows, transcripts, and key/value meta.
+"""The catalogue of an index (SQLAlchemy 2.0, SQLite or PostgreSQL): files, windows,
+transcripts, and key/value meta.
 
-Paths are stored as the file system's own bytes (`os.fsencode`), so names that are not
-UTF-8 round-trip exactly. Window ids are the FAISS vector ids; AUTOINCREMENT keeps them from
-ever being reused, so a stale vector can never be mistaken for a newer window.
+Paths are stored as the file system's own bytes (`os.fsencode`; BLOB / bytea), so names that
+are not UTF-8 round-trip exactly. Window ids are the FAISS vector ids and are never reused, so
+a stale vector can never be mistaken for a newer window: SQLite's AUTOINCREMENT remembers the
+highest id ever given, PostgreSQL's sequence never goes back. These classes describe the
+current schema; `storage/migrations` creates and upgrades it, on both databases.
 """
 
 from __future__ import annotations
 
 import json
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+BigId = BigInteger().with_variant(Integer, "sqlite")
+"""64-bit ids and byte sizes: BIGINT on PostgreSQL (INTEGER is 32-bit there: a 10,000-hour
+archive's window ids and a 3 GB WAV's size overflow it); SQLite's INTEGER is already 64-bit,
+and only `INTEGER PRIMARY KEY` may be AUTOINCREMENT."""
 
 
 class Base(DeclarativeBase):
@@ -25,10 +31,10 @@ class FileRow(Base):
     __tablename__ = "files"
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     path: Mapped[bytes] = mapped_column(LargeBinary, unique=True, nullable=False)
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    size: Mapped[int] = mapped_column(BigId, nullable=False)
     mtime: Mapped[float] = mapped_column(Float, nullable=False)
     duration: Mapped[float] = mapped_column(Float, nullable=False)
     sample_rate: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -43,8 +49,8 @@ class WindowRow(Base):
     __tablename__ = "windows"
     __table_args__ = (Index("ix_windows_file", "file_id"), {"sqlite_autoincrement": True})
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigId, ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
     start: Mapped[float] = mapped_column(Float, nullable=False)
     end: Mapped[float] = mapped_column(Float, nullable=False)
     scale: Mapped[int] = mapped_column(SmallInteger, nullable=False)
@@ -53,12 +59,11 @@ class WindowRow(Base):
 
 class TranscriptRow(Base):
     """A file's transcript: present once the file was transcribed (with zero words when it holds
-    no speech). The tables are additive, so an index made without transcripts gains them when
-    `archive-index` runs again; no schema version change, no rebuild."""
+    no speech). An index made without transcripts gains them when `archive-index` runs again."""
 
     __tablename__ = "transcripts"
 
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigId, ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     model: Mapped[str] = mapped_column(String(64), nullable=False)
     n_words: Mapped[int] = mapped_column(Integer, nullable=False)
     transcribed_at: Mapped[float] = mapped_column(Float, nullable=False)
@@ -71,11 +76,11 @@ class WordRow(Base):
     __tablename__ = "words"
     __table_args__ = (Index("ix_words_file", "file_id"), Index("ix_words_token", "token"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigId, ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
     start: Mapped[float] = mapped_column(Float, nullable=False)
     end: Mapped[float] = mapped_column(Float, nullable=False)
-    token: Mapped[str] = mapped_column(String(64), nullable=False)
+    token: Mapped[str] = mapped_column(Text, nullable=False)
     probability: Mapped[float] = mapped_column(Float, nullable=False)
     phonemes: Mapped[str] = mapped_column(Text, nullable=False)
 

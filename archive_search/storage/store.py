@@ -1,18 +1,30 @@
-"""An index on disk: `index.sqlite` (metadata, WAL mode), `vectors.faiss`, and a write lock.
+"""An index: a folder with `vectors.faiss` and a write lock, and a catalogue database with the
+files, windows, transcripts and meta. The catalogue is `index.sqlite` in the folder (WAL mode)
+unless the index was made with a database URL (`db=`, `--db`): then PostgreSQL (any
+`postgresql://` URL runs on psycopg) keeps it, and several search servers can share it.
 
-Consistency protocol between SQLite and FAISS (so a kill at any moment loses nothing
+A folder with an outside catalogue remembers it in `catalogue.json`: the URL without its
+password (libpq's PGPASSWORD or ~/.pgpass supplies that, or the URL passed again) and the
+catalogue's id, which must match, so a folder's vectors are never joined with another
+catalogue's rows.
+
+Consistency protocol between the catalogue and FAISS (so a kill at any moment loses nothing
 committed and duplicates nothing):
 
 1. A file's rows (file + windows, ids chosen by the writer) are committed in ONE transaction.
 2. Only then are its vectors added to the in-memory FAISS index (and removed ones dropped).
 3. The FAISS index is saved atomically from time to time and at the end.
 
-So the saved FAISS index only ever holds ids that were committed. After a crash, SQLite may
-hold windows whose vectors were never saved (those files are dropped and re-indexed on the
+So the saved FAISS index only ever holds ids that were committed. After a crash, the catalogue
+may hold windows whose vectors were never saved (those files are dropped and re-indexed on the
 next run) and FAISS may hold vectors whose rows were deleted (those vectors are removed).
 `Store.check(repair=True)` does both; writers run it on open. Readers never repair: they
 join search results with the rows they can see, so a search during indexing sees a
 consistent snapshot.
+
+One writer at a time: a lock file in the folder (flock) and, on PostgreSQL, a session advisory
+lock, so indexers on different machines that share a catalogue exclude each other. Both are
+released by the operating system or the server when the writer dies.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import fcntl
 import functools
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,29 +42,40 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from archive_search.errors import (
+    CatalogueError,
     IndexCorruptError,
     IndexLockedError,
     IndexMismatchError,
     IndexNotFoundError,
     IndexWriteError,
 )
-from archive_search.storage.schema import SCHEMA_VERSION, Base, FileRow, MetaRow, TranscriptRow, WindowRow, WordRow
+from archive_search.storage import migrations
+from archive_search.storage.schema import FileRow, MetaRow, TranscriptRow, WindowRow, WordRow
 from archive_search.storage.vectors import VectorIndex, windows_per_hour
 
 DB_NAME = "index.sqlite"
 VECTORS_NAME = "vectors.faiss"
 LOCK_NAME = "write.lock"
+LINK_NAME = "catalogue.json"
+
+ADVISORY_LOCK_SPACE = 0x41534348
+"""First key of the PostgreSQL advisory write lock ("ASCH"); the second is the schema's hash, so
+catalogues in different schemas of one database do not exclude each other."""
+
+TABLES = ("files", "windows", "transcripts", "words", "meta")
 
 
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 """OS errors that mean the index folder cannot take more data (not a bug, not a bad file)."""
 
 _SQLITE_WRITE_FAILURES = ("database or disk is full", "readonly database", "disk i/o error")
+_POSTGRES_WRITE_FAILURES = frozenset({"53100", "25006"})
+"""SQLSTATEs: disk full, read-only transaction (a standby, or default_transaction_read_only)."""
 
 
 def write_failure(folder: Path, exc: BaseException) -> IndexWriteError | None:
@@ -61,6 +85,8 @@ def write_failure(folder: Path, exc: BaseException) -> IndexWriteError | None:
         reason = exc.strerror or str(exc)
     elif isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in _SQLITE_WRITE_FAILURES):
         reason = str(exc.orig)
+    elif isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _POSTGRES_WRITE_FAILURES:
+        reason = str(exc.orig).strip()
     else:
         return None
     return IndexWriteError(
@@ -70,16 +96,16 @@ def write_failure(folder: Path, exc: BaseException) -> IndexWriteError | None:
 
 
 def _writes(method):
-    """Raise IndexWriteError instead of a raw OSError/SQLite error when the index cannot be written.
+    """Raise IndexWriteError instead of a raw OSError/database error when the index cannot be written.
 
-    The underlying writes are atomic (one SQLite transaction, temp file + rename), so a
+    The underlying writes are atomic (one transaction, temp file + rename), so a
     failure here leaves the index as it was before the call."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (OSError, OperationalError) as exc:
+        except (OSError, DBAPIError) as exc:
             error = write_failure(self.folder, exc)
             if error is None:
                 raise
@@ -209,38 +235,121 @@ class CheckReport:
         }
 
 
-def _sqlite_engine(db_path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{db_path}", future=True)
+def catalogue_url(db: str | URL) -> URL:
+    """A catalogue database URL as SQLAlchemy reads it; a bare `postgresql://` runs on psycopg
+    (the `postgres` extra), the driver archive-search ships with. CatalogueError if unusable."""
+    try:
+        url = make_url(db)
+    except ArgumentError as exc:
+        raise CatalogueError(f"{db!r} is not a database URL (e.g. postgresql://user@host/archive): {exc}") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise CatalogueError(f"{public_url(url)}: archive-search keeps its catalogue in SQLite or PostgreSQL, not {url.get_backend_name()}")
+    return url
 
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")  # readers and the writer wait, never fail
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers see a snapshot while the writer commits
-        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
-    return engine
+def public_url(url: URL) -> str:
+    """The URL without its password (nor a password query parameter): safe to print and to store."""
+    return url._replace(password=None).difference_update_query(["password"]).render_as_string(hide_password=False)
+
+
+def _engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=30000")  # readers and the writer wait, never fail
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers see a snapshot while the writer commits
+            cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    try:
+        # pre-ping: a search server outlives server restarts and idle-connection cuts
+        return create_engine(url, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise CatalogueError(
+            f"{public_url(url)}: the PostgreSQL driver is not installed; pip install 'archive-search[postgres]' ({exc})"
+        ) from exc
+
+
+def _connect_error(url: URL, exc: DBAPIError) -> CatalogueError:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    return CatalogueError(
+        f"{public_url(url)}: cannot use the catalogue database ({reason}); check the server and the URL, and give the "
+        "password in PGPASSWORD or ~/.pgpass (or in the URL passed with --db each time)"
+    )
+
+
+def _is_embedded(folder: Path, url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database is not None and (
+        Path(url.database).resolve() == (folder / DB_NAME).resolve()
+    )
+
+
+def _read_link(folder: Path) -> dict | None:
+    path = folder / LINK_NAME
+    if not path.is_file():
+        return None
+    try:
+        link = json.loads(path.read_text())
+        return {"url": str(link["url"]), "catalogue_id": str(link["catalogue_id"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexCorruptError(f"{path}: unreadable ({exc}); write it again by running archive-index with --db") from exc
+
+
+def _write_link(folder: Path, url: URL, catalogue_id: str) -> None:
+    """Write `catalogue.json` atomically (temp file, fsync, rename): never a password."""
+    payload = json.dumps({"url": public_url(url), "catalogue_id": catalogue_id}, indent=2) + "\n"
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{LINK_NAME}.tmp-")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, folder / LINK_NAME)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _bulk_insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert many rows in the session's transaction through the driver's fast path: COPY on
+    PostgreSQL, a plain executemany on SQLite. A 3-hour file has about 120k windows, and ORM
+    objects cost 10x more."""
+    connection = session.connection()
+    names = ", ".join(f'"{c}"' for c in columns)
+    if connection.dialect.name == "postgresql":
+        with connection.connection.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
 
 
 class Store:
-    """One index folder. Open with `Store.open` (read) or `Store.open_for_writing` (locks)."""
+    """One index: its folder and its catalogue. Open with `Store.open` (read) or `Store.open_for_writing` (locks)."""
 
-    def __init__(self, folder: Path, engine: Engine, writable: bool):
+    def __init__(self, folder: Path, url: URL, writable: bool):
         self.folder = folder
-        self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.url = url
+        self.engine = _engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.writable = writable
         self._lock_handle = None
+        self._advisory: Connection | None = None  # holds PostgreSQL's advisory write lock
         self._vectors: VectorIndex | None = None
         self._vectors_mtime: float | None = None
         self._next_window_id: int | None = None
         self.settings: IndexSettings | None = None
         self._meta: dict = {}
         self.last_check: CheckReport | None = None
-        self._dirty = False  # vectors changed since the last save
         """The check (and repair) a writer ran on open."""
+        self._dirty = False  # vectors changed since the last save
 
     # -- opening ----------------------------------------------------------------------
     @property
@@ -251,28 +360,73 @@ class Store:
     def vectors_path(self) -> Path:
         return self.folder / VECTORS_NAME
 
+    @property
+    def postgres(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the catalogue is the folder's own `index.sqlite`."""
+        return _is_embedded(self.folder, self.url)
+
+    @property
+    def location(self) -> str:
+        """Where the catalogue is, for messages: the SQLite file, or the URL without its password."""
+        return str(self.db_path) if self.embedded else public_url(self.url)
+
     @staticmethod
     def exists(folder: str | Path) -> bool:
-        return (Path(folder) / DB_NAME).is_file()
+        return (Path(folder) / DB_NAME).is_file() or (Path(folder) / LINK_NAME).is_file()
+
+    @staticmethod
+    def _resolve(folder: Path, db: str | URL | None) -> URL:
+        """The catalogue of `folder`: `db` if given, else the one its catalogue.json names, else its index.sqlite."""
+        if db is None:
+            link = _read_link(folder)
+            return catalogue_url(link["url"]) if link else URL.create("sqlite", database=str(folder / DB_NAME))
+        url = catalogue_url(db)
+        if (folder / DB_NAME).is_file() and not _is_embedded(folder, url):
+            raise IndexMismatchError(
+                f"{folder}: this index keeps its catalogue in {folder / DB_NAME}; drop --db to use it, "
+                f"or index into a new folder to keep the catalogue in {public_url(url)}"
+            )
+        return url
 
     @classmethod
-    def open(cls, folder: str | Path) -> "Store":
-        """Open an existing index for reading; raises IndexNotFoundError if there is none."""
+    def open(cls, folder: str | Path, db: str | URL | None = None) -> "Store":
+        """Open an existing index for reading; raises IndexNotFoundError if there is none,
+        IndexMismatchError if its catalogue is not the folder's or needs an upgrade first,
+        CatalogueError if the catalogue database cannot be used."""
         folder = Path(folder)
         if not cls.exists(folder):
             raise IndexNotFoundError(folder)
-        store = cls(folder, _sqlite_engine(folder / DB_NAME), writable=False)
-        store._load_meta()
+        store = cls(folder, cls._resolve(folder, db), writable=False)
+        try:
+            with store.engine.connect() as connection:
+                store._check_revision(migrations.revision(connection))
+            store._load_meta()
+            store._bind(create=False)
+        except DBAPIError as exc:
+            store.close()
+            if store.embedded:
+                raise IndexCorruptError(f"{store.location}: metadata database is unreadable ({exc.orig})") from exc
+            raise _connect_error(store.url, exc) from exc
+        except BaseException:
+            store.close()
+            raise
         if store.settings is None:
+            store.close()
             raise IndexNotFoundError(folder)
         return store
 
     @classmethod
-    def open_for_writing(cls, folder: str | Path, settings: IndexSettings) -> "Store":
-        """Create or open an index, take its write lock, check settings, repair after a crash.
+    def open_for_writing(cls, folder: str | Path, settings: IndexSettings, db: str | URL | None = None) -> "Store":
+        """Create or open an index, take its write lock, create or upgrade its catalogue, check
+        settings, repair after a crash.
 
         Raises IndexLockedError if another indexer holds the lock, IndexMismatchError if the
-        index was built with another model or windowing.
+        index was built with another model or windowing or its catalogue is not the folder's,
+        CatalogueError if the catalogue database cannot be used.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -282,32 +436,105 @@ class Store:
         except BlockingIOError:
             lock_handle.close()
             raise IndexLockedError(f"{folder}: another archive-index is writing this index; wait for it to finish")
+        store = None
         try:
-            store = cls(folder, _sqlite_engine(folder / DB_NAME), writable=True)
+            store = cls(folder, cls._resolve(folder, db), writable=True)
             store._lock_handle = lock_handle
-            Base.metadata.create_all(store.engine)
-            store._load_meta()
-            if store.settings is None:
-                store._write_meta({**settings.to_meta(), "schema_version": SCHEMA_VERSION, "index_kind": "Flat",
-                                   "trained_at": 0, "created_at": time.time()})
-                store._load_meta()
-            else:
-                store._check_settings(settings)
-            for stale in folder.glob(f"{VECTORS_NAME}.tmp-*"):
-                stale.unlink(missing_ok=True)  # a save that was killed halfway
-            store.last_check = store.check(repair=True)
+            store._open_writer(settings)
             return store
-        except (OSError, OperationalError) as exc:
-            lock_handle.close()
+        except (OSError, DBAPIError) as exc:
+            store.close() if store is not None else lock_handle.close()
             error = write_failure(folder, exc)
-            if error is None:
-                raise
-            raise error from exc
+            if error is not None:
+                raise error from exc
+            if isinstance(exc, DBAPIError) and store is not None and not store.embedded:
+                raise _connect_error(store.url, exc) from exc
+            raise
         except BaseException:
-            lock_handle.close()
+            store.close() if store is not None else lock_handle.close()
             raise
 
+    def _open_writer(self, settings: IndexSettings) -> None:
+        if self.postgres:
+            self._take_advisory_lock()
+        with self.engine.begin() as connection:
+            revision = migrations.revision(connection)
+            if revision is not None:
+                self._check_revision(revision, upgrading=True)
+            migrations.upgrade(connection)
+        self._load_meta()
+        self._bind(create=True)
+        if self.settings is None:
+            self._write_meta({**settings.to_meta(), "index_kind": "Flat", "trained_at": 0, "created_at": time.time()})
+            self._load_meta()
+        else:
+            self._check_settings(settings)
+        for stale in self.folder.glob(f"{VECTORS_NAME}.tmp-*"):
+            stale.unlink(missing_ok=True)  # a save that was killed halfway
+        self.last_check = self.check(repair=True)
+
+    def _take_advisory_lock(self) -> None:
+        """Hold PostgreSQL's session advisory lock on a connection of its own until `close`."""
+        connection = self.engine.connect()
+        try:
+            held = connection.execute(
+                text("SELECT pg_try_advisory_lock(:space, hashtext(current_schema()))"), {"space": ADVISORY_LOCK_SPACE}
+            ).scalar()
+            connection.commit()  # a session lock outlives the transaction; do not sit idle in one
+        except BaseException:
+            connection.close()
+            raise
+        if not held:
+            connection.close()
+            raise IndexLockedError(f"{self.location}: another archive-index is writing this catalogue; wait for it to finish")
+        self._advisory = connection
+
+    def _check_revision(self, revision: str | None, upgrading: bool = False) -> None:
+        if revision is None:
+            raise IndexNotFoundError(self.folder)
+        if not migrations.known(revision):
+            raise IndexMismatchError(
+                f"{self.location}: catalogue schema revision {revision} was written by a newer archive-search; upgrade it to use this index"
+            )
+        if not upgrading and not migrations.readable(revision):
+            raise IndexMismatchError(
+                f"{self.location}: catalogue schema revision {revision} predates this archive-search; "
+                f"`archive-index --check --index {self.folder}` upgrades it in place (no re-indexing)"
+            )
+
+    def _bind(self, create: bool) -> None:
+        """Tie the folder's vectors to an outside catalogue (the writer records the tie in
+        catalogue.json), or refuse a catalogue that is not the folder's."""
+        if self.embedded:
+            return
+        catalogue_id = self._meta.get("catalogue_id")
+        link = _read_link(self.folder)
+        if link is None:
+            if not create:
+                raise IndexNotFoundError(self.folder)
+            if self.settings is not None:
+                raise IndexMismatchError(
+                    f"{self.location} already holds an index whose vectors are in another folder: index from that "
+                    "folder (or a copy of it), or give an empty database"
+                )
+            _write_link(self.folder, self.url, str(catalogue_id))
+        elif catalogue_id is not None and link["catalogue_id"] != catalogue_id:
+            raise IndexMismatchError(
+                f"{self.folder}: its vectors belong to the catalogue {link['url']}, not to {self.location}; "
+                "give that catalogue's --db, or index into a new folder"
+            )
+        elif create and link["url"] != public_url(self.url):
+            _write_link(self.folder, self.url, str(catalogue_id))  # the catalogue moved: the folder follows it
+
     def close(self) -> None:
+        if self._advisory is not None:
+            try:
+                self._advisory.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._advisory.commit()
+            except DBAPIError:
+                pass  # the connection is gone, and the server released the lock with it
+            self._advisory.close()
+            self._advisory = None
         self.engine.dispose()
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
@@ -325,19 +552,10 @@ class Store:
         try:
             with self.sessions() as session:
                 rows = session.scalars(select(MetaRow)).all()
-        except Exception as exc:
-            if "no such table" in str(exc):
-                rows = []
-            else:
-                raise IndexCorruptError(f"{self.db_path}: metadata database is unreadable ({exc})") from exc
+        except DBAPIError as exc:
+            raise IndexCorruptError(f"{self.location}: metadata database is unreadable ({exc.orig})") from exc
         self._meta = {row.key: json.loads(row.value) for row in rows}
         if "model_name" in self._meta:
-            version = self._meta.get("schema_version")
-            if version != SCHEMA_VERSION:
-                raise IndexMismatchError(
-                    f"{self.folder}: index schema version {version}, this archive-search reads {SCHEMA_VERSION}; "
-                    "re-index into a new folder"
-                )
             self.settings = IndexSettings(
                 self._meta["model_name"],
                 int(self._meta["dim"]),
@@ -429,15 +647,39 @@ class Store:
         }
 
     def _allocate_ids(self, count: int) -> np.ndarray:
+        """`count` new window ids, above every id ever given (rows or vectors): (count,) int64."""
+        if self.postgres:
+            return self._sequence_ids(count)
         if self._next_window_id is None:
             with self.sessions() as session:
                 seq = session.execute(text("SELECT seq FROM sqlite_sequence WHERE name='windows'")).scalar()
                 top = session.execute(select(func.max(WindowRow.id))).scalar()
-            vector_ids = self.vectors.ids()
-            self._next_window_id = max(seq or 0, top or 0, int(vector_ids.max()) if len(vector_ids) else 0) + 1
+            self._next_window_id = max(seq or 0, top or 0, self._top_vector_id()) + 1
         ids = np.arange(self._next_window_id, self._next_window_id + count, dtype=np.int64)
         self._next_window_id += count
         return ids
+
+    def _top_vector_id(self) -> int:
+        vector_ids = self.vectors.ids()
+        return int(vector_ids.max()) if len(vector_ids) else 0
+
+    def _sequence_ids(self, count: int) -> np.ndarray:
+        """Ids from the windows' PostgreSQL sequence, which never goes back (nextval is not rolled
+        back with a failed transaction either)."""
+        with self.engine.begin() as connection:
+            sequence = connection.execute(text("SELECT pg_get_serial_sequence('windows', 'id')")).scalar()
+            if self._next_window_id is None:  # once per run: never below a vector FAISS already holds
+                connection.execute(
+                    text(f"SELECT setval(:sequence, :floor) FROM {sequence} WHERE last_value < :floor"),
+                    {"sequence": sequence, "floor": self._top_vector_id()},
+                )
+                self._next_window_id = 0
+            if count == 0:
+                return np.zeros(0, np.int64)
+            ids = connection.execute(
+                text("SELECT nextval(:sequence) FROM generate_series(1, :count)"), {"sequence": sequence, "count": count}
+            ).scalars().all()
+        return np.sort(np.array(ids, dtype=np.int64))
 
     @_writes
     def put_file(
@@ -471,12 +713,9 @@ class Store:
             session.add(file_row)
             session.flush()
             if len(windows):
-                # Plain executemany: a 3-hour file has about 120k windows, and ORM dicts cost 10x more.
                 file_id = file_row.id
-                session.connection().exec_driver_sql(
-                    'INSERT INTO windows (id, file_id, start, "end", scale) VALUES (?, ?, ?, ?, ?)',
-                    [(i, file_id, start, end, int(scale)) for i, (start, end, scale) in zip(ids.tolist(), windows.tolist())],
-                )
+                _bulk_insert(session, "windows", ("id", "file_id", "start", "end", "scale"),
+                             [(i, file_id, start, end, int(scale)) for i, (start, end, scale) in zip(ids.tolist(), windows.tolist())])  # fmt: skip
             if transcript is not None:
                 self._insert_transcript(session, file_row.id, transcript)
         self.vectors.remove(old_ids)
@@ -500,10 +739,8 @@ class Store:
     def _insert_transcript(session: Session, file_id: int, transcript: Transcript) -> None:
         session.add(TranscriptRow(file_id=file_id, model=transcript.model, n_words=len(transcript.words), transcribed_at=time.time()))
         if transcript.words:
-            session.connection().exec_driver_sql(
-                'INSERT INTO words (file_id, start, "end", token, probability, phonemes) VALUES (?, ?, ?, ?, ?, ?)',
-                [(file_id, w.start, w.end, w.token, w.probability, w.phonemes) for w in transcript.words],
-            )
+            _bulk_insert(session, "words", ("file_id", "start", "end", "token", "probability", "phonemes"),
+                         [(file_id, w.start, w.end, w.token, w.probability, w.phonemes) for w in transcript.words])  # fmt: skip
 
     def transcript_words(self) -> list[FileWords]:
         """Every transcript word of the index, per file in time order."""
@@ -592,9 +829,19 @@ class Store:
             self._write_meta({"transcript_model": model})
 
     def size_bytes(self) -> int:
-        """Bytes on disk: SQLite (with its WAL) plus the FAISS file."""
-        names = [DB_NAME, f"{DB_NAME}-wal", VECTORS_NAME]
-        return sum((self.folder / n).stat().st_size for n in names if (self.folder / n).exists())
+        """Bytes on disk: the catalogue (SQLite with its WAL, or the PostgreSQL tables with their
+        indexes) plus the FAISS file."""
+        names = [VECTORS_NAME] + ([DB_NAME, f"{DB_NAME}-wal"] if self.embedded else [])
+        size = sum((self.folder / n).stat().st_size for n in names if (self.folder / n).exists())
+        if self.postgres:
+            with self.engine.connect() as connection:
+                size += int(connection.execute(
+                    text("SELECT sum(pg_total_relation_size(to_regclass(t))) FROM unnest(CAST(:tables AS text[])) AS t"),
+                    {"tables": list(TABLES)},
+                ).scalar() or 0)  # fmt: skip
+        elif not self.embedded and self.url.database:
+            size += sum(Path(f"{self.url.database}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.url.database}{s}").exists())
+        return size
 
     # -- consistency ------------------------------------------------------------------
     def check(self, repair: bool = False) -> CheckReport:
@@ -607,7 +854,7 @@ class Store:
         # (id, file_id) of every window as int64 arrays, read in slices: a Row object per
         # window would cost about 20x the memory on a large archive.
         with self.engine.connect() as connection:
-            result = connection.exec_driver_sql("SELECT id, file_id FROM windows")
+            result = connection.execution_options(stream_results=True).exec_driver_sql("SELECT id, file_id FROM windows")
             parts = [np.array(part, dtype=np.int64).reshape(-1, 2) for part in result.partitions(1 << 16)]
         pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
         row_ids = pairs[:, 0]
