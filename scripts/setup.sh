@@ -25,7 +25,7 @@ wanted=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: installing the project into .venv (the first time downloads torch, several GB)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,train,web,postgres]'
+  .venv/bin/python -m pip install -q -e '.[test,train,web,postgres,ray]'
   echo "$wanted" > "$stamp"
 fi
 # Google's speech embedding (ParallelKWS front-end) ships only inside openwakeword 0.5.1's

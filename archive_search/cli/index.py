@@ -41,10 +41,14 @@ class _ProgressBar:
 @click.option("--check", is_flag=True, help="Verify that vectors and metadata agree and repair what does not.")
 @click.option("--no-transcript", is_flag=True,
               help="Acoustic vectors only, no whisper transcript: about 4x faster on a CPU, but text search loses its transcript channels.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS",
+              help="Decode, embed and transcribe on Ray workers (needs the ray extra): 'auto' joins this machine's "
+                   "cluster or starts a local one; ADDRESS names a running cluster. This process stays the one writer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @domain_errors
-def main(folders: tuple[str, ...], index_dir: Path | None, check: bool, no_transcript: bool, as_json: bool, quiet: bool) -> None:
+def main(folders: tuple[str, ...], index_dir: Path | None, check: bool, no_transcript: bool, ray_address: str | None,
+         as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index the audio under FOLDERS (wav, flac, mp3, ogg, opus, m4a/aac...) for searching.
 
     Re-running is incremental: unchanged files are skipped, changed ones re-indexed, and
@@ -58,7 +62,7 @@ def main(folders: tuple[str, ...], index_dir: Path | None, check: bool, no_trans
     if folders:
         bar = _ProgressBar(enabled=not quiet and not as_json)
         try:
-            report = archive.add(list(folders), progress=bar, transcribe=not no_transcript)
+            report = archive.add(list(folders), progress=bar, transcribe=not no_transcript, ray=ray_address)
         finally:
             bar.close()
         output["index"] = report.to_dict()
