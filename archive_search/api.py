@@ -13,7 +13,7 @@ import numpy as np
 
 from archive_search.audio import MAX_PLAY_S, PLAY_CONTEXT_S, load_segment
 from archive_search.embedders.registry import ModelBundle, load_models
-from archive_search.errors import FileNotIndexedError, QueryError
+from archive_search.errors import FileNotIndexedError, IndexNotFoundError, QueryError
 from archive_search.indexer.core import Indexer, IndexReport, ProgressCallback, index_settings
 from archive_search.search.engine import CHANNELS, RERANK_REGIONS, Hit, Searcher
 from archive_search.storage.store import CheckReport, Store, path_key
@@ -53,8 +53,10 @@ class Archive:
     index that does not exist raises IndexNotFoundError; `add` creates it.
     """
 
-    def __init__(self, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS):
+    def __init__(self, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS,
+                 db: str | None = None):  # fmt: skip
         self.path = Path(path)
+        self.db = db
         self._models = models
         self._given_models = models is not None
         self.rerank_regions = rerank_regions
@@ -62,12 +64,17 @@ class Archive:
         self._searcher: Searcher | None = None
 
     @classmethod
-    def open(cls, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS) -> "Archive":
+    def open(cls, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS,
+             db: str | None = None) -> "Archive":  # fmt: skip
         """An archive at `path`; `models` defaults to the shipped ones (`load_models()`).
 
         rerank_regions: how many candidate regions the reranker scores per query (latency knob).
+        db: a SQLAlchemy URL of the catalogue database (e.g. postgresql://user@host/archive) for
+        an index whose catalogue lives outside the folder; None: the folder's own SQLite file, or
+        the database its first `add` with a URL recorded (storage/store.py: catalogue.json, no
+        password). CatalogueError if the database cannot be used.
         """
-        return cls(path, models, rerank_regions)
+        return cls(path, models, rerank_regions, db)
 
     @property
     def exists(self) -> bool:
@@ -95,7 +102,7 @@ class Archive:
         paths = [os.fspath(p) for p in paths]
         models = self.models
         report = IndexReport(str(self.path))
-        store = Store.open_for_writing(self.path, index_settings(models.name, models.audio.dim))
+        store = Store.open_for_writing(self.path, index_settings(models.name, models.audio.dim), db=self.db)
         try:
             # open_for_writing repaired what a killed run left; say which files it dropped.
             report.repaired = list(store.last_check.dropped_files) if store.last_check else []
@@ -127,16 +134,14 @@ class Archive:
         return Searcher(self._get_store(), self.models, rerank_regions=self.rerank_regions, channels=channels)
 
     def check(self, repair: bool = False) -> CheckReport:
-        """Compare rows with vectors; `repair` takes the write lock and fixes what it can."""
-        store = Store.open(self.path)
-        try:
-            settings = store.settings
-            if not repair:
+        """Compare rows with vectors; `repair` takes the write lock, upgrades an older catalogue
+        and fixes what it can."""
+        if not repair:
+            with Store.open(self.path, db=self.db) as store:
                 return store.check(repair=False)
-        finally:
-            store.close()
-        assert settings is not None
-        writer = Store.open_for_writing(self.path, settings)  # checks and repairs on open
+        if not Store.exists(self.path):
+            raise IndexNotFoundError(self.path)
+        writer = Store.open_for_writing(self.path, None, db=self.db)  # checks, upgrades and repairs on open
         try:
             report = writer.last_check
         finally:
@@ -157,6 +162,7 @@ class Archive:
             "words": store.word_count(),
             "transcript_model": store.transcript_model,
             "bytes": store.size_bytes(),
+            "catalogue": store.location,
             "index_kind": store.vectors.kind,
             "model": store.settings.model_name if store.settings else None,
         }
@@ -192,7 +198,7 @@ class Archive:
 
     def _get_store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.path)
+            self._store = Store.open(self.path, db=self.db)
         return self._store
 
     def _get_searcher(self) -> Searcher:

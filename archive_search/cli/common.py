@@ -1,4 +1,4 @@
-"""What the archive-index and archive-search commands share: the index folder, error handling."""
+"""What the archive-index and archive-search commands share: the index folder, its catalogue database, error handling."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def index_option(function):
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         help=f"Index folder (default: ${INDEX_ENV}, else the per-user data folder).",
+    )(function)
+
+
+DB_ENV = "ARCHIVE_SEARCH_DB"
+
+
+def db_option(function):
+    return click.option(
+        "--db",
+        "db",
+        metavar="URL",
+        envvar=DB_ENV,
+        default=None,
+        help="The catalogue database (files, windows, transcripts), a SQLAlchemy URL such as "
+        "postgresql://user@host/archive, which several search servers can share; the index folder keeps the vectors "
+        "and remembers the URL without its password (give that in PGPASSWORD or ~/.pgpass). Default: "
+        f"${DB_ENV}, else the database the folder remembers, else index.sqlite in the folder.",
     )(function)
 
 

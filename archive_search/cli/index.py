@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from archive_search.api import Archive
-from archive_search.cli.common import PARTIAL_FAILURE_EXIT, domain_errors, index_option, printable, resolve_index
+from archive_search.cli.common import PARTIAL_FAILURE_EXIT, db_option, domain_errors, index_option, printable, resolve_index
 from archive_search.errors import IndexCorruptError
 from archive_search.indexer.core import IndexProgress
 
@@ -38,6 +38,7 @@ class _ProgressBar:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("folders", nargs=-1, type=click.Path(path_type=str))
 @index_option
+@db_option
 @click.option("--check", is_flag=True, help="Verify that vectors and metadata agree and repair what does not.")
 @click.option("--no-transcript", is_flag=True,
               help="Acoustic vectors only, no whisper transcript: about 4x faster on a CPU, but text search loses its transcript channels.")
@@ -47,8 +48,8 @@ class _ProgressBar:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @domain_errors
-def main(folders: tuple[str, ...], index_dir: Path | None, check: bool, no_transcript: bool, ray_address: str | None,
-         as_json: bool, quiet: bool) -> None:  # fmt: skip
+def main(folders: tuple[str, ...], index_dir: Path | None, db: str | None, check: bool, no_transcript: bool,
+         ray_address: str | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index the audio under FOLDERS (wav, flac, mp3, ogg, opus, m4a/aac...) for searching.
 
     Re-running is incremental: unchanged files are skipped, changed ones re-indexed, and
@@ -56,7 +57,7 @@ def main(folders: tuple[str, ...], index_dir: Path | None, check: bool, no_trans
     """
     if not folders and not check:
         raise click.UsageError("give one or more folders to index, or --check")
-    archive = Archive.open(resolve_index(index_dir))
+    archive = Archive.open(resolve_index(index_dir), db=db)
     output: dict = {}
     failed = False
     if folders:

@@ -13,7 +13,7 @@ import click
 from click_default_group import DefaultGroup
 
 from archive_search.api import Archive
-from archive_search.cli.common import domain_errors, index_option, printable, resolve_index
+from archive_search.cli.common import db_option, domain_errors, index_option, printable, resolve_index
 from archive_search.cli.serve import serve
 from archive_search.embedders.registry import TEXT_SCORINGS, load_models
 from archive_search.errors import QueryError
@@ -52,6 +52,7 @@ def main() -> None:
 @click.argument("query", required=False)
 @click.option("--audio", "audio", type=click.Path(dir_okay=False, path_type=str), help="Search by example: a clip of the word.")
 @index_option
+@db_option
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Only hits scoring at least this.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit: query, file, start, end, score, text.")
@@ -63,8 +64,8 @@ def main() -> None:
                    "whisper-frame ParallelKWS mixed in: ~1-2 s, best).")  # fmt: skip
 @click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")
 @domain_errors
-def search(query: str | None, audio: str | None, index_dir: Path | None, top: int, threshold: float | None,
-         as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool) -> None:
+def search(query: str | None, audio: str | None, index_dir: Path | None, db: str | None, top: int,
+           threshold: float | None, as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool) -> None:
     """Search the index for QUERY (a word or short phrase), or for the word spoken in --audio CLIP."""
     if query is not None and audio is not None:
         raise QueryError("give either a text query or --audio, not both")
@@ -76,7 +77,7 @@ def search(query: str | None, audio: str | None, index_dir: Path | None, top: in
     if text_scoring is not None and audio is not None:
         raise QueryError("--text-scoring and --tts choose how text queries are scored; an --audio query is already spoken")
     models = load_models(text_scoring=text_scoring) if text_scoring else None  # None: the shipped defaults
-    archive = Archive.open(resolve_index(index_dir), models=models)
+    archive = Archive.open(resolve_index(index_dir), models=models, db=db)
     if audio is not None:
         hits = archive.search_audio(audio, top=top, threshold=threshold)
     else:

@@ -420,9 +420,9 @@ class Store:
         return store
 
     @classmethod
-    def open_for_writing(cls, folder: str | Path, settings: IndexSettings, db: str | URL | None = None) -> "Store":
+    def open_for_writing(cls, folder: str | Path, settings: IndexSettings | None, db: str | URL | None = None) -> "Store":
         """Create or open an index, take its write lock, create or upgrade its catalogue, check
-        settings, repair after a crash.
+        settings (None: keep the index's own; IndexNotFoundError if it has none), repair after a crash.
 
         Raises IndexLockedError if another indexer holds the lock, IndexMismatchError if the
         index was built with another model or windowing or its catalogue is not the folder's,
@@ -454,7 +454,7 @@ class Store:
             store.close() if store is not None else lock_handle.close()
             raise
 
-    def _open_writer(self, settings: IndexSettings) -> None:
+    def _open_writer(self, settings: IndexSettings | None) -> None:
         if self.postgres:
             self._take_advisory_lock()
         with self.engine.begin() as connection:
@@ -463,11 +463,13 @@ class Store:
                 self._check_revision(revision, upgrading=True)
             migrations.upgrade(connection)
         self._load_meta()
-        self._bind(create=True)
+        self._bind(create=settings is not None)
         if self.settings is None:
+            if settings is None:
+                raise IndexNotFoundError(self.folder)
             self._write_meta({**settings.to_meta(), "index_kind": "Flat", "trained_at": 0, "created_at": time.time()})
             self._load_meta()
-        else:
+        elif settings is not None:
             self._check_settings(settings)
         for stale in self.folder.glob(f"{VECTORS_NAME}.tmp-*"):
             stale.unlink(missing_ok=True)  # a save that was killed halfway
