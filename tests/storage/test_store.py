@@ -4,6 +4,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -249,3 +250,45 @@ def test_postgres_lock_dies_with_its_writer(backend_postgres, tmp_path):
     finally:
         child.kill()
     Store.open_for_writing(copy, SETTINGS, db=url).close()  # the server dropped the dead session's lock
+
+
+WRITE_UNTIL_KILLED = """
+import sys
+import time
+import numpy as np
+from archive_search.storage.store import IndexSettings, Store, StoredWord, Transcript
+store = Store.open_for_writing(sys.argv[1], IndexSettings("model-a", 8, (0.5, 1.0), 1 / 3), db=sys.argv[2] or None)
+rng = np.random.default_rng(0)
+for i in range(10_000):
+    n = 2_000
+    windows = np.stack([np.arange(n) * 0.25, np.arange(n) * 0.25 + 0.5, np.zeros(n)], axis=1)
+    vectors = rng.standard_normal((n, 8)).astype(np.float32)
+    words = [StoredWord("w", k * 0.5, k * 0.5 + 0.4, 0.9, "W") for k in range(300)]
+    store.put_file(f"/f{i}.wav", "h", 1, 1.0, n * 0.25, 16000, windows, vectors, transcript=Transcript("asr", words))
+    if i % 3 == 2:
+        store.save_vectors()
+        print(f"saved {i}", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_run_loses_nothing_saved_and_leaves_no_partial_file(backend):
+    """SIGKILL at a random moment, then a new writer: every file is whole or absent, and every file
+    whose vectors were saved is there."""
+    backend.writer().close()  # the folder knows its catalogue before the child writes
+    child = subprocess.Popen([sys.executable, "-c", WRITE_UNTIL_KILLED, str(backend.folder), backend.db or ""],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        saved = [child.stdout.readline() for _ in range(3)][-1]
+        time.sleep(np.random.default_rng().uniform(0.0, 0.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    last_saved = int(saved.split()[1])
+    with backend.writer() as store:
+        files = store.stored_files()
+        assert store.check().ok
+        assert {f"/f{i}.wav" for i in range(last_saved + 1)} <= set(files)
+        assert all(f.n_windows == 2_000 and f.transcribed for f in files.values())
+        assert store.counts() == (len(files), 2_000 * len(files)) and store.word_count() == 300 * len(files)
+        assert store.vectors.ntotal == 2_000 * len(files)
