@@ -56,7 +56,7 @@ from archive_search.errors import (
 )
 from archive_search.storage import migrations
 from archive_search.storage.schema import FileRow, MetaRow, TranscriptRow, WindowRow, WordRow
-from archive_search.storage.vectors import VectorIndex, windows_per_hour
+from archive_search.storage.vectors import ShardedIndex, shard_files, windows_per_hour
 
 DB_NAME = "index.sqlite"
 VECTORS_NAME = "vectors.faiss"
@@ -342,7 +342,7 @@ class Store:
         self.writable = writable
         self._lock_handle = None
         self._advisory: Connection | None = None  # holds PostgreSQL's advisory write lock
-        self._vectors: VectorIndex | None = None
+        self._vectors: ShardedIndex | None = None
         self._vectors_mtime: float | None = None
         self._next_window_id: int | None = None
         self.settings: IndexSettings | None = None
@@ -605,16 +605,16 @@ class Store:
 
     # -- vectors ----------------------------------------------------------------------
     @property
-    def vectors(self) -> VectorIndex:
+    def vectors(self) -> ShardedIndex:
         """The FAISS index; readers reload it when the writer has saved a newer one."""
         assert self.settings is not None
         mtime = self.vectors_path.stat().st_mtime_ns if self.vectors_path.exists() else None
         if self._vectors is None or (not self.writable and mtime != self._vectors_mtime):
             if mtime is None:
-                self._vectors = VectorIndex(self.settings.dim)
+                self._vectors = ShardedIndex(self.settings.dim)
             else:
                 self._load_meta()  # the kind may have changed with the file
-                self._vectors = VectorIndex.load(
+                self._vectors = ShardedIndex.load(
                     self.vectors_path, self.settings.dim, self._meta.get("index_kind", "Flat"), self._meta.get("trained_at", 0)
                 )
             self._vectors_mtime = mtime
@@ -835,6 +835,7 @@ class Store:
         indexes) plus the FAISS file."""
         names = [VECTORS_NAME] + ([DB_NAME, f"{DB_NAME}-wal"] if self.embedded else [])
         size = sum((self.folder / n).stat().st_size for n in names if (self.folder / n).exists())
+        size += sum(f.stat().st_size for f in shard_files(self.vectors_path))
         if self.postgres:
             with self.engine.connect() as connection:
                 size += int(connection.execute(

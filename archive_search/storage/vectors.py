@@ -12,12 +12,22 @@ Index type rule (see docs/performance.md):
 * Up to `IVF_MIN_VECTORS` vectors (about 25 audio hours) every search scans all vectors; above
   it the same encoding sits behind an inverted file (IVF, nlist = 4 sqrt(n), nprobe
   `IVF_NPROBE`), retrained whenever the archive has grown fourfold since the last training.
+  Quantizers are trained on a random sample of at most `TRAIN_POINTS_PER_LIST` vectors per
+  inverted list (all vectors below that), on the GPU when faiss has one.
+
+Shards (`ShardedIndex`, what a Store holds): the rule above applies to the open shard, which
+takes every new vector. When it holds `SHARD_HOURS` audio hours of vectors it is sealed (by then it
+is an IVF, trained on its own sample) and a new open shard starts, so a save rewrites only the
+open shard and the sealed shards whose vectors were removed, never the whole archive. Searches
+run over all shards at once (faiss IndexShards, one thread per shard) and merge the top k.
+An index saved before shards existed is one open shard.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +48,14 @@ IVF_MIN_VECTORS = 1_000_000
 
 IVF_NPROBE = 32
 """Inverted lists scanned per query; with nlist = 4 sqrt(n) that is a few percent of the index."""
+
+SHARD_HOURS = 50.0
+"""Audio hours per sealed shard (about 2M vectors): a save rewrites at most this much; a 10,000-hour
+archive is 200 shards."""
+
+TRAIN_POINTS_PER_LIST = 40
+"""Training vectors per inverted list: just above faiss's minimum of 39, since k-means time grows
+with the sample (a 2M-vector shard trains in minutes on two cores, not an hour)."""
 
 _ENCODINGS = (("Flat", 4.0), ("SQfp16", 2.0), ("SQ8", 1.0), ("SQ4", 0.5))
 """faiss factory code and bytes per dimension, most precise first."""
@@ -70,6 +88,28 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def _train(index: faiss.Index, training: np.ndarray) -> faiss.Index:
+    """`index` trained on (N, dim) vectors: on a GPU copy when faiss has one, else on the CPU."""
+    if _gpu_available():
+        try:
+            resources = faiss.StandardGpuResources()
+            gpu_index = faiss.index_cpu_to_gpu(resources, 0, index)
+            gpu_index.train(training)
+            return faiss.index_gpu_to_cpu(gpu_index)
+        except Exception:  # not every index type has a GPU version; train it on the CPU
+            pass
+    index.train(training)
+    return index
+
+
+def _sample(vectors: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """At most `limit` rows of `vectors`, drawn without replacement (all of them if fewer)."""
+    if len(vectors) <= limit:
+        return vectors
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), limit, replace=False))
+    return vectors[rows]
+
+
 @dataclass
 class SearchResult:
     """Nearest windows of one query: ids (k,) int64 and inner products (k,) float32, best first."""
@@ -95,8 +135,8 @@ class VectorIndex:
             n = 0 if training is None else len(training)
             nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
             index = faiss.index_factory(self.dim, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
-            index.nprobe = min(IVF_NPROBE, nlist)
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() by id after removals
+            if training is not None and len(training):
+                training = _sample(training, TRAIN_POINTS_PER_LIST * nlist)
         else:
             index = faiss.index_factory(self.dim, f"IDMap2,{kind}", faiss.METRIC_INNER_PRODUCT)
             if kind in ("SQ8", "SQ4"):
@@ -107,7 +147,10 @@ class VectorIndex:
         if not index.is_trained:
             if training is None or len(training) == 0:
                 raise ValueError(f"index type {kind} needs training vectors")
-            index.train(np.ascontiguousarray(training, dtype=np.float32))
+            index = _train(index, np.ascontiguousarray(training, dtype=np.float32))
+        if kind.startswith("IVF"):
+            index.nprobe = min(IVF_NPROBE, faiss.extract_index_ivf(index).nlist)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() by id after removals
         return index
 
     def rebuild(self, kind: str) -> None:
@@ -236,6 +279,150 @@ class VectorIndex:
         if hasattr(index, "nprobe"):
             index.nprobe = min(IVF_NPROBE, faiss.extract_index_ivf(index).nlist)
         return cls(dim, index, kind, trained_at)
+
+
+
+def shard_vectors(per_hour: float | None = None) -> int:
+    """Vectors in a sealed shard: `SHARD_HOURS` of audio."""
+    return int(SHARD_HOURS * (per_hour or windows_per_hour()))
+
+
+def shard_files(path: str | Path) -> list[Path]:
+    """The sealed shard files beside the open shard at `path`, oldest first."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.shard-(\d+)")
+    found = [(int(m.group(1)), f) for f in path.parent.glob(f"{path.name}.shard-*") if (m := pattern.fullmatch(f.name))]
+    return [f for _, f in sorted(found)]
+
+
+class ShardedIndex:
+    """Sealed shards plus one open shard (module rule), with the VectorIndex interface.
+
+    A sealed shard's file is named by the largest id it held when sealed; ids only grow, so
+    after a save interrupted between a new sealed file and the open one, the open shard's ids
+    up to that number are the sealed copy's, and loading drops them from the open shard.
+    """
+
+    def __init__(self, dim: int, open_shard: VectorIndex | None = None, sealed: list[tuple[int, VectorIndex]] | None = None):
+        self.dim = dim
+        self.open = open_shard if open_shard is not None else VectorIndex(dim)
+        self.sealed = list(sealed or [])
+        """(largest id at sealing, shard), oldest first."""
+        self._dirty: set[int] = set()  # sealed shards (by name) whose file is out of date
+        self._searcher: faiss.Index | None = None
+
+    @property
+    def shards(self) -> list[VectorIndex]:
+        return [shard for _, shard in self.sealed] + [self.open]
+
+    @property
+    def kind(self) -> str:
+        """The open shard's index type (sealed shards are IVF)."""
+        return self.open.kind
+
+    @property
+    def trained_at(self) -> int:
+        return self.open.trained_at
+
+    @property
+    def index(self) -> faiss.Index:
+        """The open shard's FAISS index."""
+        return self.open.index
+
+    @property
+    def ntotal(self) -> int:
+        return sum(shard.ntotal for shard in self.shards)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (N, dim) vectors under new int64 ids: they go into the open shard."""
+        self.open.add(ids, vectors)
+        self._searcher = None
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove vectors by id from whichever shards hold them; returns how many were present."""
+        if len(ids) == 0:
+            return 0
+        removed = self.open.remove(ids)
+        for name, shard in self.sealed:
+            count = shard.remove(ids)
+            if count:
+                self._dirty.add(name)
+                removed += count
+        self._searcher = None
+        return removed
+
+    def ids(self) -> np.ndarray:
+        """Every stored id, (N,) int64, shard by shard."""
+        return np.concatenate([shard.ids() for shard in self.shards])
+
+    def vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """Stored vectors (decoded), in the order of `ids` (default: `self.ids()`)."""
+        if ids is None:
+            return np.concatenate([shard.vectors() for shard in self.shards])
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros((len(ids), self.dim), np.float32)
+        for shard in self.shards:
+            mask = np.isin(ids, shard.ids()) if self.sealed else np.ones(len(ids), bool)
+            if mask.any():
+                out[mask] = shard.vectors(ids[mask])
+        return out
+
+    def search(self, queries: np.ndarray, k: int) -> list[SearchResult]:
+        """Top-k ids by inner product over every shard, merged (faiss IndexShards)."""
+        filled = [shard for shard in self.shards if shard.ntotal]
+        if len(filled) <= 1:
+            return (filled[0] if filled else self.open).search(queries, k)
+        if self._searcher is None:
+            searcher = faiss.IndexShards(self.dim, True, False)  # threaded, keep each shard's ids
+            for shard in filled:
+                searcher.add_shard(shard._search_index())
+            self._searcher = searcher
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        scores, ids = self._searcher.search(queries, min(k, self.ntotal))
+        return [SearchResult(i[i >= 0].astype(np.int64), s[i >= 0].astype(np.float32)) for s, i in zip(scores, ids)]
+
+    def maybe_migrate(self, per_hour: float | None = None) -> bool:
+        """Apply the type rule to the open shard, and seal it once it holds a shard's worth; True
+        if anything was rebuilt or sealed."""
+        changed = self.open.maybe_migrate(per_hour)
+        if self.open.ntotal >= shard_vectors(per_hour):
+            if not self.open.kind.startswith("IVF"):
+                self.open.rebuild(choose_kind(max(self.open.ntotal, IVF_MIN_VECTORS), self.dim, per_hour))
+            name = int(self.open.ids().max())
+            self.sealed.append((name, self.open))
+            self._dirty.add(name)
+            self.open = VectorIndex(self.dim)
+            changed = True
+        if changed:
+            self._searcher = None
+        return changed
+
+    def save(self, path: str | Path) -> None:
+        """Write the sealed shards that changed, then the open shard at `path` (each atomically)."""
+        path = Path(path)
+        for stale in path.parent.glob(f"{path.name}.shard-*.tmp-*"):
+            stale.unlink(missing_ok=True)  # a shard save that was killed halfway (one writer holds the lock)
+        for name, shard in self.sealed:
+            if name in self._dirty:
+                shard.save(path.with_name(f"{path.name}.shard-{name:015d}"))
+                self._dirty.discard(name)
+        self.open.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, dim: int, kind: str, trained_at: int = 0) -> "ShardedIndex":
+        """The open shard at `path` and the sealed shards beside it (IndexCorruptError if any is unreadable)."""
+        path = Path(path)
+        sealed = []
+        for file in shard_files(path):
+            shard = VectorIndex.load(file, dim, "IVF")
+            sealed.append((int(file.name.rsplit("-", 1)[1]), shard))
+        open_shard = VectorIndex.load(path, dim, kind, trained_at) if path.exists() else VectorIndex(dim)
+        if sealed:
+            held = open_shard.ids()
+            copied = held[held <= sealed[-1][0]]
+            if len(copied):  # the save that sealed them stopped before rewriting the open shard
+                open_shard.remove(copied)
+        return cls(dim, open_shard, sealed)
 
 
 def _fsync_dir(folder: Path) -> None:
