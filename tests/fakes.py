@@ -175,6 +175,44 @@ class FakeTranscriber:
         return words
 
 
+def samples_to_states(samples: np.ndarray) -> np.ndarray:
+    """Stand-in whisper encoder states that carry the audio: (S,) with S <= 30 s -> (1500, 384),
+    the 320 samples of each 20 ms frame in the first 320 columns, silence after the end."""
+    padded = np.zeros(1500 * 320, np.float32)
+    padded[: len(samples)] = samples
+    return np.pad(padded.reshape(1500, 320), ((0, 0), (0, 64)))
+
+
+def states_to_samples(states: np.ndarray) -> np.ndarray:
+    """The audio held by stand-in states (T, 384) -> (T * 320,)."""
+    return np.ascontiguousarray(states[:, :320]).reshape(-1)
+
+
+class FakeWhisperTranscriber(FakeTranscriber):
+    """A FakeTranscriber with the engine whisper's `encode`/`decode` seams: its states hold the
+    audio (`samples_to_states`), so what is decoded from them can be checked exactly."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoded_s = 0.0
+
+    def encode(self, pieces):
+        self.encoded_s += sum(len(piece) for piece in pieces) / SAMPLE_RATE
+        return np.stack([samples_to_states(np.asarray(piece, dtype=np.float32)) for piece in pieces])
+
+    def decode(self, states, lengths):
+        return [self.transcribe(states_to_samples(s)[:n]) for s, n in zip(states, lengths)]
+
+
+class FakeWhisperEmbedder(FakeAudioEmbedder):
+    """A FakeAudioEmbedder that also embeds from stand-in whisper states (`reads_whisper_states`)."""
+
+    reads_whisper_states = True
+
+    def embed_whisper_spans(self, states, spans):
+        return self.embed_spans(np.concatenate([states_to_samples(part) for part in states]), spans)
+
+
 def fake_bundle(lexicon: dict[str, np.ndarray] | None = None, name: str = "fake-v1", reranker: bool = True,
                 transcriber: FakeTranscriber | None = None) -> ModelBundle:  # fmt: skip
     """Fake models; with `transcriber`, indexes keep transcripts and text search fuses channels."""

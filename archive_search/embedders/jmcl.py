@@ -319,6 +319,12 @@ class JMCLAudioEmbedder:
         self.name = name
         self.dim = model.dims.embed_dim
 
+    @property
+    def reads_whisper_states(self) -> bool:
+        """True when the front-end is whisper tiny.en's encoder: the indexer can then hand it the
+        states the transcriber computed (`embed_whisper_spans`) instead of encoding twice."""
+        return self.model.dims.audio_frontend == "whisper"
+
     @torch.inference_mode()
     def embed_spans(self, samples: np.ndarray, spans: np.ndarray) -> np.ndarray:
         """Windows [start, end) seconds of one 16 kHz signal -> (N, dim) float32 unit vectors.
@@ -326,12 +332,25 @@ class JMCLAudioEmbedder:
         Log-mel and the conv front-end run once over `samples`; each window slices its frames,
         and windows with the same frame count share one LSTM batch (no padding needed).
         """
+        if len(np.asarray(spans).reshape(-1, 2)) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed_input(self.model.input_features([np.asarray(samples, dtype=np.float32)])[0], spans)
+
+    @torch.inference_mode()
+    def embed_whisper_spans(self, states: Sequence[np.ndarray], spans: np.ndarray) -> np.ndarray:
+        """Windows [start, end) seconds from the first state -> (N, dim) unit vectors, from whisper
+        encoder states (T_i, 384) of consecutive whisper inputs, 20 ms apart (each input
+        standardised over itself, as `input_features` does for one input)."""
+        features = np.concatenate([whisper_features(part) for part in states]) if len(states) else np.zeros((0, WHISPER_DIM), np.float32)
+        return self._embed_input(torch.from_numpy(features), spans)
+
+    def _embed_input(self, features: torch.Tensor, spans: np.ndarray) -> np.ndarray:
+        """Input frames (F, feature_dim) of one signal and windows (N, 2) seconds -> (N, dim)."""
         spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
         out = np.zeros((len(spans), self.dim), dtype=np.float32)
         if len(spans) == 0:
             return out
-        mels = self.model.input_features([np.asarray(samples, dtype=np.float32)])[0].to(self.device)
-        frames = self.model.audio.frames(mels[None])[0]  # (T, C)
+        frames = self.model.audio.frames(features.to(self.device)[None])[0]  # (T, C)
         count = frames.shape[0]
         ranges = np.array([self.model.audio.frame_range(s, e, count) for s, e in spans], dtype=np.int64)
         widths = ranges[:, 1] - ranges[:, 0]

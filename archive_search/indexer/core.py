@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -40,14 +41,21 @@ from archive_search.audio import (
 from archive_search.embedders.base import AudioEmbedder
 from archive_search.embedders.g2p import word_phonemes
 from archive_search.embedders.transcriber import (
+    DECODE_BATCH,
     PACK_GAP_S,
     PACK_SECONDS,
     SHORT_FILE_S,
+    Piece,
+    PieceCutter,
     StreamingTranscript,
     TimedWord,
     Transcriber,
+    piece_frames,
+    shift_word,
     transcribe_packed,
 )
+from archive_search.embedders.whisper_encoder import FRAME_SAMPLES
+from archive_search.embedders.whisper_encoder import HOP_S as WHISPER_HOP_S
 from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWriteError
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
 from archive_search.indexer.windows import StreamWindower, WindowBatch
@@ -261,7 +269,8 @@ class Indexer:
                                stored is not None, words)  # fmt: skip
         if self.transcriber is not None and short_clip is not None:
             self._pack.append((pending, short_clip))
-            if sum(len(clip) for _, clip in self._pack) / SAMPLE_RATE + PACK_GAP_S * len(self._pack) >= PACK_SECONDS:
+            # DECODE_BATCH packs wait, so that whisper decodes them in one batch
+            if sum(len(clip) for _, clip in self._pack) / SAMPLE_RATE + PACK_GAP_S * len(self._pack) >= PACK_SECONDS * DECODE_BATCH:
                 self._commit_pack(report)
             return
         self._commit(pending, report)
@@ -284,7 +293,7 @@ class Indexer:
             return
         assert self.transcriber is not None
         try:
-            packed_words = transcribe_packed(self.transcriber.transcribe, [clip for _, clip in pack])
+            packed_words = transcribe_packed(self.transcriber, [clip for _, clip in pack])
         except (ArchiveSearchError, RuntimeError, ValueError) as exc:
             for pending, _ in pack:  # not committed: the next run tries them again
                 report.errors.append(FileIssue(pending.path, f"transcription failed: {exc}"))
@@ -337,13 +346,27 @@ class EmbeddedFile:
 
 def embed_file(path: str, embedder: AudioEmbedder, scales: tuple[float, ...], hop_fraction: float, chunk_s: float,
                transcriber: Transcriber | None = None, on_chunk: Callable[[float], None] | None = None) -> EmbeddedFile:  # fmt: skip
-    """Stream, window and embed one file (and transcribe it when long); `on_chunk(seconds)` after each chunk."""
+    """Stream, window and embed one file (and transcribe it when long); `on_chunk(seconds)` after each chunk.
+
+    When the transcriber and the audio model read the same whisper encoder, a long file is
+    encoded once for both (`_embed_shared`)."""
+    chunks = iter(stream_audio(path, chunk_s=chunk_s))
+    if transcriber is not None and _shares_encoder(embedder, transcriber):
+        head, held = [], 0  # read until the file proves longer than a short (packed) one
+        for chunk in chunks:
+            head.append(chunk)
+            held += len(chunk.samples)
+            if held > SHORT_FILE_S * SAMPLE_RATE:
+                break
+        chunks = itertools.chain(head, chunks)
+        if held > SHORT_FILE_S * SAMPLE_RATE:
+            return _embed_shared(path, chunks, embedder, transcriber, scales, hop_fraction, on_chunk)
     windower = StreamWindower(scales, hop_fraction)
     windows, vectors = [], []
     peak = 0.0
     held: list[np.ndarray] = []  # a file's first seconds, until it proves too long to pack
     streaming = None
-    for chunk in stream_audio(path, chunk_s=chunk_s):
+    for chunk in chunks:
         if len(chunk.samples):
             peak = max(peak, float(np.max(np.abs(chunk.samples))))
         batch = windower.push(chunk.samples)
@@ -378,6 +401,64 @@ def embed_file(path: str, embedder: AudioEmbedder, scales: tuple[float, ...], ho
     )
 
 
+def _shares_encoder(embedder: AudioEmbedder, transcriber: Transcriber) -> bool:
+    return bool(getattr(embedder, "reads_whisper_states", False)) and hasattr(transcriber, "decode")
+
+
+def _embed_shared(path: str, chunks: Iterable, embedder, transcriber, scales: tuple[float, ...], hop_fraction: float,
+                  on_chunk: Callable[[float], None] | None) -> EmbeddedFile:  # fmt: skip
+    """embed_file for a long file when transcript and vectors read the same whisper encoder.
+
+    The stream is cut into <= 30 s pieces at quiet moments; DECODE_BATCH pieces are encoded
+    together, their states decoded into words and, piece by piece, fed with the piece's audio
+    to the windower, whose windows are embedded from those states. Only the states of pieces
+    the windower may still cut windows from are kept."""
+    windower = StreamWindower(scales, hop_fraction)
+    cutter = PieceCutter()
+    kept: list[tuple[int, np.ndarray]] = []  # (first frame in the file, raw states (T, 384)) per piece
+    windows, vectors, words = [], [], []
+    peak = 0.0
+
+    def run(pieces: list[Piece]) -> None:
+        for first in range(0, len(pieces), DECODE_BATCH):
+            batch = pieces[first : first + DECODE_BATCH]
+            states = transcriber.encode([piece.samples for piece in batch])
+            for piece, piece_words in zip(batch, transcriber.decode(states, [len(piece.samples) for piece in batch])):
+                words.extend(shift_word(word, piece.start / SAMPLE_RATE) for word in piece_words)
+            for piece, piece_states in zip(batch, states):
+                kept.append((piece.start // FRAME_SAMPLES, piece_states[: piece_frames(len(piece.samples))]))
+                window_batch = windower.push(piece.samples)
+                if window_batch is not None:
+                    _embed_states(embedder, path, window_batch, kept, windows, vectors)
+                # drop the states of pieces that end before the audio the windower still holds
+                while len(kept) > 1 and (kept[0][0] + len(kept[0][1])) * WHISPER_HOP_S <= windower.buffer_start:
+                    kept.pop(0)
+
+    for chunk in chunks:
+        if len(chunk.samples):
+            peak = max(peak, float(np.max(np.abs(chunk.samples))))
+        run(cutter.push(chunk.samples))
+        if on_chunk is not None:
+            on_chunk(chunk.duration_s)
+    run(cutter.finish())
+    if windower.total == 0:
+        raise AudioDecodeError(path, "holds no audio frames")
+    tail = windower.finish()
+    if tail is not None:
+        _embed_states(embedder, path, tail, kept, windows, vectors)
+    return EmbeddedFile(
+        np.concatenate(windows) if windows else np.zeros((0, 3)),
+        np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32),
+        windower.duration, peak, words, None,
+    )  # fmt: skip
+
+
+def _embed_states(embedder, path: str, batch: WindowBatch, kept: list[tuple[int, np.ndarray]], windows: list, vectors: list) -> None:
+    """_embed from the kept whisper states (spans made relative to the first kept piece)."""
+    spans = batch.windows[:, :2] - kept[0][0] * WHISPER_HOP_S
+    _check_and_keep(embedder.embed_whisper_spans([states for _, states in kept], spans), embedder, path, batch, windows, vectors)
+
+
 def stream_transcript(path: str, transcriber: Transcriber, chunk_s: float, on_chunk: Callable[[float], None] | None = None) -> list[TimedWord]:
     """A whole file's words, transcribed chunk by chunk as it streams."""
     streaming = StreamingTranscript(transcriber)
@@ -398,7 +479,11 @@ def file_issue(path: str, exc: Exception) -> FileIssue:
 
 
 def _embed(embedder: AudioEmbedder, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
-    embedded = np.asarray(embedder.embed_spans(batch.samples, batch.spans), dtype=np.float32)
+    _check_and_keep(embedder.embed_spans(batch.samples, batch.spans), embedder, path, batch, windows, vectors)
+
+
+def _check_and_keep(embedded, embedder: AudioEmbedder, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
+    embedded = np.asarray(embedded, dtype=np.float32)
     if embedded.shape != (len(batch.spans), embedder.dim):
         raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {len(batch.spans)} windows")
     if not np.isfinite(embedded).all():

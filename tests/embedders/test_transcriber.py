@@ -1,10 +1,12 @@
-"""Packing short clips into shared transcription passes, and streaming long files."""
+"""Packing short clips into shared transcription passes, cutting streams into whisper pieces, and streaming long files."""
 
+import numpy as np
 import pytest
 
 from archive_search.audio import SAMPLE_RATE
-from archive_search.embedders.transcriber import PACK_GAP_S, StreamingTranscript, transcribe_packed
-from tests.fakes import FakeTranscriber, episode
+from archive_search.embedders.transcriber import PACK_GAP_S, PIECE_S, PieceCutter, StreamingTranscript, transcribe_packed
+from archive_search.embedders.whisper_encoder import FRAME_SAMPLES
+from tests.fakes import FakeTranscriber, FakeWhisperTranscriber, episode
 
 
 def tokens(words):
@@ -65,3 +67,55 @@ def test_streaming_carries_only_the_last_segment():
     assert tokens(streaming.words) == ["apple", "river", "market"]
     assert len(streaming._carry) < 1.0 * SAMPLE_RATE
     assert tokens(streaming.finish()) == ["apple", "river", "market", "window"]
+
+
+def test_pieces_tile_the_stream_and_end_in_its_quiet_moments():
+    rng = np.random.default_rng(0)
+    loud = rng.normal(0, 0.3, 95 * SAMPLE_RATE).astype(np.float32)
+    quiet = [27.0, 55.5, 83.0]  # seconds of 0.3 s near-silence, one in each piece's last 6 s
+    for second in quiet:
+        loud[int(second * SAMPLE_RATE) : int((second + 0.3) * SAMPLE_RATE)] *= 0.001
+    cutter = PieceCutter()
+    pieces = [piece for first in range(0, len(loud), 7_919) for piece in cutter.push(loud[first : first + 7_919])]
+    pieces += cutter.finish()
+    assert np.array_equal(np.concatenate([p.samples for p in pieces]), loud)
+    assert [p.start for p in pieces] == list(np.cumsum([0] + [len(p.samples) for p in pieces[:-1]]))
+    assert all(len(p.samples) <= PIECE_S * SAMPLE_RATE for p in pieces)
+    assert all(p.start % FRAME_SAMPLES == 0 for p in pieces)
+    cuts = [p.start / SAMPLE_RATE for p in pieces[1:]]
+    assert len(cuts) == len(quiet)
+    for cut, second in zip(cuts, quiet):
+        assert second <= cut <= second + 0.3
+
+
+def test_packs_go_to_a_batch_transcriber_in_one_call():
+    clips = [episode([word], seed=i)[0] for i, word in enumerate(["apple", "river", "planet", "coffee", "window"])]
+
+    class Batching(FakeTranscriber):
+        batches: list[int] = []
+
+        def transcribe_many(self, signals):
+            self.batches.append(len(signals))
+            return [self.transcribe(signal) for signal in signals]
+
+    transcriber = Batching()
+    packed = transcribe_packed(transcriber, clips, pack_seconds=4.0)
+    assert [tokens(words) for words in packed] == [["apple"], ["river"], ["planet"], ["coffee"], ["window"]]
+    assert len(transcriber.batches) == 1 and transcriber.batches[0] > 1
+
+
+def test_streaming_with_a_piece_transcriber_keeps_absolute_times():
+    words = ["apple", "river", "market", "window", "garden", "silver", "planet", "coffee"] * 8
+    samples, truth = episode(words, gap=0.6, seed=8)
+    assert len(samples) > 2 * PIECE_S * SAMPLE_RATE
+
+    class Pieces(FakeWhisperTranscriber):
+        def transcribe_pieces(self, pieces):
+            return [self.transcribe(piece.samples) for piece in pieces]
+
+    streaming = StreamingTranscript(Pieces())
+    for first in range(0, len(samples), 60 * SAMPLE_RATE):
+        streaming.push(samples[first : first + 60 * SAMPLE_RATE])
+    result = streaming.finish()
+    assert tokens(result) == words
+    assert [w.start for w in result] == pytest.approx([t[1] for t in truth], abs=0.011)

@@ -10,10 +10,21 @@ import numpy as np
 import pytest
 
 from archive_search import Archive
-from archive_search.audio import SAMPLE_RATE
-from archive_search.indexer.core import Indexer, index_settings
+from archive_search.audio import SAMPLE_RATE, WINDOW_HOP_FRACTION, WINDOW_SCALES_S
+from archive_search.embedders.transcriber import PIECE_S
+from archive_search.indexer.core import Indexer, embed_file, index_settings
 from archive_search.storage.store import Store
-from tests.fakes import WORD_BANDS, FakeAudioEmbedder, FakeTranscriber, episode, fake_bundle, write_episodes, write_wav
+from tests.fakes import (
+    WORD_BANDS,
+    FakeAudioEmbedder,
+    FakeTranscriber,
+    FakeWhisperEmbedder,
+    FakeWhisperTranscriber,
+    episode,
+    fake_bundle,
+    write_episodes,
+    write_wav,
+)
 from tests.indexer.test_indexer import contents
 
 FORK = multiprocessing.get_context("fork")
@@ -57,6 +68,27 @@ def test_a_long_file_is_transcribed_as_it_streams(tmp_path):
     (stored,) = transcripts(tmp_path / "index").values()
     assert [w[0] for w in stored] == words
     assert [w[1] for w in stored] == pytest.approx([t[1] for t in times], abs=0.02)
+
+
+@pytest.mark.parametrize("chunk_s", [7.0, 60.0])
+def test_a_long_file_is_encoded_once_for_words_and_vectors(tmp_path, chunk_s):
+    """Where transcriber and audio model read one encoder, the shared pass gives the same
+    windows, vectors and words as embedding and transcribing separately, encoding each
+    second of audio once."""
+    words = [list(WORD_BANDS)[i % len(WORD_BANDS)] for i in range(75)]
+    samples, times = episode(words, gap=0.5, seed=4)
+    assert len(samples) / SAMPLE_RATE > 2 * PIECE_S
+    path = tmp_path / "long.wav"
+    write_wav(path, samples)
+    transcriber = FakeWhisperTranscriber()
+    shared = embed_file(str(path), FakeWhisperEmbedder(), WINDOW_SCALES_S, WINDOW_HOP_FRACTION, chunk_s, transcriber)
+    apart = embed_file(str(path), FakeAudioEmbedder(), WINDOW_SCALES_S, WINDOW_HOP_FRACTION, chunk_s)
+    order = lambda e: np.lexsort((e.windows[:, 2], e.windows[:, 1], e.windows[:, 0]))  # noqa: E731
+    assert np.array_equal(shared.windows[order(shared)], apart.windows[order(apart)])
+    assert np.allclose(shared.vectors[order(shared)], apart.vectors[order(apart)], atol=1e-5)
+    assert [w.token for w in shared.words] == words
+    assert [w.start for w in shared.words] == pytest.approx([t[1] for t in times], abs=0.02)
+    assert transcriber.encoded_s == pytest.approx(len(samples) / SAMPLE_RATE, abs=0.01)
 
 
 def test_an_acoustic_only_index_gains_transcripts_without_being_re_embedded(tmp_path):
