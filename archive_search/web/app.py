@@ -171,12 +171,15 @@ def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = 
         return SearchOut(query=label, kind="audio", scoring=None, seconds=round(time.perf_counter() - started, 3),
                          hits=[hit_out(h, label) for h in hits])  # fmt: skip
 
-    @app.get("/api/audio/{file_id}", response_class=Response, responses={**ERRORS, 200: {"content": {"audio/wav": {}}}})
+    @app.get("/api/audio/{file_id}", response_class=Response, responses={**ERRORS, 410: {"model": ErrorOut}, 200: {"content": {"audio/wav": {}}}})
     def audio(file_id: str, start: float = Query(..., ge=0.0), end: float = Query(..., gt=0.0)) -> Response:
         """A hit's audio with about a second of context each side, as 16 kHz wav. Header
         X-Clip-Start: the seconds into the file where it begins."""
         with lock:
-            clip = archive().clip(file_id, start, end)
+            try:
+                clip = archive().clip(file_id, start, end)
+            except AudioDecodeError as exc:  # indexed, then moved or changed on disk
+                raise HTTPException(410, f"the indexed file can no longer be read ({exc.reason}); run archive-index again") from exc
         buffer = io.BytesIO()
         sf.write(buffer, clip.samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
         return Response(buffer.getvalue(), media_type="audio/wav",

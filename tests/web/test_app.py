@@ -260,6 +260,16 @@ def test_audio_reads_only_indexed_files(client, built, monkeypatch):
     assert sorted(read) == sorted(truth)
 
 
+def test_an_indexed_file_gone_from_disk_is_410(tmp_path, built):
+    _, _, bundle = built
+    write_episodes(tmp_path / "audio", count=2)
+    assert Archive.open(tmp_path / "index", bundle).add([tmp_path / "audio"]).ok
+    client = TestClient(create_app(tmp_path / "index", models=lambda scoring: bundle))
+    gone = tmp_path / "audio" / "episode0.wav"
+    gone.unlink()
+    assert_error(client.get(f"/api/audio/{file_id(str(gone))}", params={"start": 0.5, "end": 1.0}), 410, "archive-index")
+
+
 @pytest.mark.parametrize(
     "params,status,words",
     [

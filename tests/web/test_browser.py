@@ -140,6 +140,14 @@ def test_search_play_and_query_by_example_in_chromium(served, browser, tmp_path)
     browser.find_element(By.ID, "clip").send_keys(str(notes))
     WebDriverWait(browser, WAIT_S).until(lambda b: "could not be searched" in b.find_element(By.ID, "status").text)
 
+    # nothing scores 0.999 for a word that is never spoken: the page says there are no hits
+    browser.find_element(By.ID, "threshold").send_keys("0.999")
+    browser.find_element(By.ID, "q").clear()
+    browser.find_element(By.ID, "q").send_keys("quarterback", Keys.ENTER)
+    WebDriverWait(browser, WAIT_S).until(lambda b: "No hits for “quarterback”" in b.find_element(By.ID, "status").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#hits .hit") == []
+
+    browser.find_element(By.ID, "threshold").clear()
     browser.find_element(By.ID, "q").clear()
     browser.find_element(By.ID, "q").send_keys("harvest moon", Keys.ENTER)
     hits = wait_for_results(browser, "“harvest moon”")

@@ -53,6 +53,7 @@ function searchText(event) {
     return;
   }
   const params = new URLSearchParams({ q, top: $("#top").value || "10", scoring: $("#scoring").value });
+  if ($("#threshold").value) params.set("threshold", $("#threshold").value);
   history.replaceState(null, "", `?${params}`);
   run(api(`/api/search?${params}`), (reason) => `Search failed: ${reason}`);
 }
@@ -60,8 +61,9 @@ function searchText(event) {
 function searchClip(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
-  const top = encodeURIComponent($("#top").value || "10");
-  run(api(`/api/search/audio?top=${top}`, { method: "POST", body: form }),
+  const params = new URLSearchParams({ top: $("#top").value || "10" });
+  if ($("#threshold").value) params.set("threshold", $("#threshold").value);
+  run(api(`/api/search/audio?${params}`, { method: "POST", body: form }),
       (reason) => `That clip could not be searched: ${reason}`);
 }
 
@@ -72,7 +74,8 @@ function show(result, quiet = false) {
   if (quiet) return;
   const what = result.kind === "audio" ? `the clip ${result.query}` : `“${result.query}”`;
   if (!result.hits.length) {
-    say(`No hits for ${what}. Try another spelling or phrase, more hits, or another scoring.`, "warn");
+    const floor = $("#threshold").value ? `, a lower min score` : "";
+    say(`No hits for ${what}. Try another spelling or phrase${floor}, or another scoring.`, "warn");
   } else {
     say(`${result.hits.length} hit${result.hits.length > 1 ? "s" : ""} for ${what} in ${result.seconds.toFixed(2)} s`);
     select(0, false);
@@ -248,6 +251,7 @@ $("#record").addEventListener("click", record);
     $("#q").value = params.get("q");
     if (params.get("scoring")) $("#scoring").value = params.get("scoring");
     if (params.get("top")) $("#top").value = params.get("top");
+    if (params.get("threshold")) $("#threshold").value = params.get("threshold");
     $("#text-search").requestSubmit();
   }
   requestAnimationFrame(progress);
