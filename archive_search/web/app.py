@@ -16,8 +16,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
+import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -65,7 +66,8 @@ UPLOAD_TYPES = {
 }  # fmt: skip
 """Upload formats by media type, for a browser recording whose file name says nothing."""
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'"
+"""Everything the page loads comes from the app itself (no CDN, no third party)."""
 
 Scoring = Literal[TEXT_SCORINGS]  # type: ignore[valid-type]
 log = logging.getLogger(__name__)
@@ -100,17 +102,35 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422)}
+WAV = {200: {"content": {"audio/wav": {}}}, 410: {"model": ErrorOut}}
+
+Text = Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="A word or short phrase.")]
+Top = Annotated[int, Query(ge=1, le=MAX_TOP, description="Number of hits.")]
+Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, description="Only hits scoring at least this.")]
+TextScoring = Annotated[Scoring | None, Query(description="How text hits are reranked (--text-scoring).")]
+Upload = Annotated[UploadFile, File(description="A clip of the word: wav, flac, mp3, ogg, opus or webm.")]
+Seconds = Annotated[float, Query(ge=0.0, description="Seconds into the file.")]
 
 
 def hit_out(hit: Hit, query: str) -> HitOut:
     identity = file_id(hit.file)
-    return HitOut(**{**hit.to_dict(), "query": query}, file_id=identity, name=Path(hit.file).name,
-                  audio_url=f"/api/audio/{identity}?start={hit.start}&end={hit.end}",
-                  clip_start=round(max(0.0, hit.start - PLAY_CONTEXT_S), 3))  # fmt: skip
+    return HitOut(
+        **{**hit.to_dict(), "query": query},
+        file_id=identity,
+        name=Path(hit.file).name,
+        audio_url=f"/api/audio/{identity}?start={hit.start}&end={hit.end}",
+        clip_start=round(max(0.0, hit.start - PLAY_CONTEXT_S), 3),
+    )
 
 
-def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = None,
-               allowed_hosts: list[str] | None = None) -> FastAPI:  # fmt: skip
+def search_out(query: str, kind: str, scoring: str | None, started: float, hits: list[Hit]) -> SearchOut:
+    seconds = round(time.perf_counter() - started, 3)
+    return SearchOut(query=query, kind=kind, scoring=scoring, seconds=seconds, hits=[hit_out(h, query) for h in hits])
+
+
+def create_app(
+    index: str | Path, models: Callable[[str], ModelBundle] | None = None, allowed_hosts: list[str] | None = None
+) -> FastAPI:
     """The app over the index at `index`; IndexNotFoundError when there is none.
 
     models: the bundle for a text scoring (one of TEXT_SCORINGS); default `load_models`. The
@@ -132,8 +152,8 @@ def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = 
         raise IndexNotFoundError(index)
     archive().stats()  # the index opens and the default models load before the first request
 
-    app = FastAPI(title="archive-search", summary="Search a spoken archive by text or by a clip, and hear every hit.",
-                  docs_url=None, redoc_url=None)  # fmt: skip  # the docs pages load scripts from a CDN
+    # no /docs or /redoc: those pages load their scripts from a CDN
+    app = FastAPI(title="archive-search", summary=__doc__.splitlines()[0], docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
@@ -143,47 +163,39 @@ def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = 
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'"
-        )
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return response
 
     @app.get("/api/search", response_model=SearchOut, responses=ERRORS)
-    def search(q: str = Query("", max_length=MAX_QUERY_CHARS, description="A word or short phrase."),
-               top: int = Query(10, ge=1, le=MAX_TOP), threshold: float | None = Query(None, ge=0.0, le=1.0),
-               scoring: Scoring | None = Query(None, description="How text hits are reranked (archive-search --text-scoring).")) -> SearchOut:  # fmt: skip
+    def search(q: Text = "", top: Top = 10, threshold: Threshold = None, scoring: TextScoring = None) -> SearchOut:
         """Hits for a word or phrase, best first."""
         started = time.perf_counter()
         with lock:
             hits = archive(scoring or default).search(q, top=top, threshold=threshold)
-        return SearchOut(query=q, kind="text", scoring=scoring or default, seconds=round(time.perf_counter() - started, 3),
-                         hits=[hit_out(h, q) for h in hits])  # fmt: skip
+        return search_out(q, "text", scoring or default, started, hits)
 
     @app.post("/api/search/audio", response_model=SearchOut, responses=ERRORS)
-    def search_audio(file: UploadFile = File(..., description="A clip of the word: wav, flac, mp3, ogg, opus or webm."),
-                     top: int = Query(10, ge=1, le=MAX_TOP), threshold: float | None = Query(None, ge=0.0, le=1.0)) -> SearchOut:  # fmt: skip
+    def search_audio(file: Upload, top: Top = 10, threshold: Threshold = None) -> SearchOut:
         """Hits for the word spoken in an uploaded clip (query by example)."""
         started = time.perf_counter()
         samples = _decode_upload(file)
         with lock:
             hits = archive().search_audio(samples, top=top, threshold=threshold)
-        label = file.filename or "clip"
-        return SearchOut(query=label, kind="audio", scoring=None, seconds=round(time.perf_counter() - started, 3),
-                         hits=[hit_out(h, label) for h in hits])  # fmt: skip
+        return search_out(file.filename or "clip", "audio", None, started, hits)
 
-    @app.get("/api/audio/{file_id}", response_class=Response, responses={**ERRORS, 410: {"model": ErrorOut}, 200: {"content": {"audio/wav": {}}}})
-    def audio(file_id: str, start: float = Query(..., ge=0.0), end: float = Query(..., gt=0.0)) -> Response:
+    @app.get("/api/audio/{file_id}", response_class=Response, responses={**ERRORS, **WAV})
+    def audio(file_id: str, start: Seconds, end: Seconds) -> Response:
         """A hit's audio with about a second of context each side, as 16 kHz wav. Header
         X-Clip-Start: the seconds into the file where it begins."""
         with lock:
             try:
                 clip = archive().clip(file_id, start, end)
             except AudioDecodeError as exc:  # indexed, then moved or changed on disk
-                raise HTTPException(410, f"the indexed file can no longer be read ({exc.reason}); run archive-index again") from exc
+                raise HTTPException(410, f"the indexed file can no longer be read ({exc.reason}); re-run archive-index")
         buffer = io.BytesIO()
         sf.write(buffer, clip.samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-        return Response(buffer.getvalue(), media_type="audio/wav",
-                        headers={"X-Clip-Start": f"{clip.start:.3f}", "Cache-Control": "no-cache"})  # fmt: skip
+        headers = {"X-Clip-Start": f"{clip.start:.3f}", "Cache-Control": "no-cache"}
+        return Response(buffer.getvalue(), media_type="audio/wav", headers=headers)
 
     @app.get("/api/stats")
     def stats() -> dict:
@@ -191,9 +203,10 @@ def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = 
         with lock:
             found = archive().stats()
             seconds = sum(f.duration for f in archive().files())
-        return {**found, "hours": round(seconds / 3600, 4), "scorings": list(TEXT_SCORINGS), "play_context_s": PLAY_CONTEXT_S,
-                "limits": {"max_top": MAX_TOP, "max_query_chars": MAX_QUERY_CHARS, "max_upload_bytes": MAX_UPLOAD_BYTES,
-                           "max_upload_s": MAX_UPLOAD_S, "max_query_clip_s": MAX_QUERY_CLIP_S}}  # fmt: skip
+        limits = {"max_top": MAX_TOP, "max_query_chars": MAX_QUERY_CHARS, "max_upload_bytes": MAX_UPLOAD_BYTES,
+                  "max_upload_s": MAX_UPLOAD_S, "max_query_clip_s": MAX_QUERY_CLIP_S}  # fmt: skip
+        return {**found, "hours": round(seconds / 3600, 4), "scorings": list(TEXT_SCORINGS),
+                "play_context_s": PLAY_CONTEXT_S, "limits": limits}  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -203,17 +216,15 @@ def create_app(index: str | Path, models: Callable[[str], ModelBundle] | None = 
     return app
 
 
-def _decode_upload(upload: UploadFile):
-    """An uploaded clip as 16 kHz mono samples (S,) float32; QueryError or AudioDecodeError (400)
-    when it is not audio, 415 for an unknown format, 413 past MAX_UPLOAD_S."""
+def _decode_upload(upload: UploadFile) -> np.ndarray:
+    """An uploaded clip as 16 kHz mono samples (S,) float32; QueryError (400) when it is not
+    audio, 415 for an unknown format, 413 past MAX_UPLOAD_S."""
     suffix = Path(upload.filename or "").suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         suffix = UPLOAD_TYPES.get((upload.content_type or "").split(";")[0].strip().lower(), "")
     if not suffix:
-        raise HTTPException(415, f"unsupported clip format {upload.filename or upload.content_type!r}; "
-                                 f"send one of {', '.join(sorted(UPLOAD_SUFFIXES))}")  # fmt: skip
-    import numpy as np
-
+        named = upload.filename or upload.content_type
+        raise HTTPException(415, f"unsupported clip format {named!r}; send one of {', '.join(sorted(UPLOAD_SUFFIXES))}")
     with tempfile.NamedTemporaryFile(suffix=suffix) as copy:
         copy.write(upload.file.read(MAX_UPLOAD_BYTES + 1))
         copy.flush()
@@ -223,8 +234,8 @@ def _decode_upload(upload: UploadFile):
                 chunks.append(chunk.samples)
                 seconds += chunk.duration_s
                 if seconds > MAX_UPLOAD_S:
-                    raise HTTPException(413, f"the clip is longer than {MAX_UPLOAD_S:.0f} s; send the word alone "
-                                             f"(at most {MAX_QUERY_CLIP_S:.0f} s of speech)")  # fmt: skip
+                    alone = f"send the word alone (at most {MAX_QUERY_CLIP_S:.0f} s of speech)"
+                    raise HTTPException(413, f"the clip is longer than {MAX_UPLOAD_S:.0f} s; {alone}")
         except AudioDecodeError as exc:
             raise QueryError(f"the uploaded clip is not audio that can be decoded: {exc.reason}") from exc
     if not chunks:
@@ -292,6 +303,6 @@ class BodyLimit:
 
 async def _too_large(send, limit: int) -> None:
     body = json.dumps({"detail": f"the request body is over {limit // 2**20} MB; send a short clip"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
