@@ -631,8 +631,10 @@ class Store:
             return  # nothing changed: do not rewrite a large index
         vectors.save(self.vectors_path)
         self._dirty = False
-        if self._meta.get("index_kind") != vectors.kind or self._meta.get("trained_at") != vectors.trained_at:
-            self._write_meta({"index_kind": vectors.kind, "trained_at": vectors.trained_at})
+        saved = {"index_kind": vectors.kind, "trained_at": vectors.trained_at,
+                 "vectors_high_water": max(int(self._meta.get("vectors_high_water", 0)), self._top_vector_id())}  # fmt: skip
+        if any(self._meta.get(key) != value for key, value in saved.items()):
+            self._write_meta(saved)
 
     # -- files and windows ------------------------------------------------------------
     def stored_files(self) -> dict[str, StoredFile]:
@@ -848,6 +850,22 @@ class Store:
         return size
 
     # -- consistency ------------------------------------------------------------------
+    def _refuse_stale_vectors(self, missing: np.ndarray, files: int) -> None:
+        """Refuse to repair an outside catalogue from a folder whose vectors are behind it.
+
+        Window ids only grow, and every save records the highest id saved (`vectors_high_water`),
+        so a writer killed before saving lacks only ids above it. Missing ids at or below it
+        were saved from another folder: this one is a stale copy, and its repair would drop
+        files that are intact where the catalogue was last written from."""
+        high_water = int(self._meta.get("vectors_high_water", 0))
+        if self.embedded or not len(missing) or int(missing.min()) > high_water:
+            return
+        raise IndexMismatchError(
+            f"{self.folder}: its vectors are behind the catalogue {self.location} (windows up to id {high_water} were "
+            f"saved, {int((missing <= high_water).sum())} of them are not here; a repair would drop {files} files): "
+            "index from the folder the catalogue was last written from, or copy its vectors here"
+        )
+
     def check(self, repair: bool = False) -> CheckReport:
         """Compare window rows with vector ids; with `repair`, drop what cannot be trusted.
 
@@ -875,6 +893,7 @@ class Store:
             if not self.writable:
                 raise IndexCorruptError(f"{self.folder}: repairing needs the write lock")
             bad_files = set(pairs[np.isin(row_ids, missing), 1].tolist())
+            self._refuse_stale_vectors(missing, len(bad_files))
             with self.sessions() as session:
                 bad_paths = [path_text(p) for p in session.scalars(select(FileRow.path).where(FileRow.id.in_(bad_files))).all()]
             self.vectors.remove(orphans)

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -292,3 +293,23 @@ def test_a_writer_killed_mid_run_loses_nothing_saved_and_leaves_no_partial_file(
         assert all(f.n_windows == 2_000 and f.transcribed for f in files.values())
         assert store.counts() == (len(files), 2_000 * len(files)) and store.word_count() == 300 * len(files)
         assert store.vectors.ntotal == 2_000 * len(files)
+
+
+def test_postgres_a_stale_copy_of_the_folder_is_refused_as_a_writer_not_repaired(backend_postgres, tmp_path):
+    """A search server's copy that is behind must not 'repair' the shared catalogue by dropping
+    the files indexed since it was copied."""
+    folder, url = backend_postgres
+    with Store.open_for_writing(folder, SETTINGS, db=url) as store:
+        put(store, "/a.wav", 4, seed=1)
+        store.save_vectors()
+    copy = tmp_path / "search-server"
+    shutil.copytree(folder, copy)
+    with Store.open_for_writing(folder, SETTINGS, db=url) as store:
+        put(store, "/b.wav", 3, seed=2)
+        store.save_vectors()
+    with Store.open(copy) as reader:  # reading from the stale copy is fine: b.wav is just not found yet
+        assert reader.vectors.ntotal == 4 and reader.counts() == (2, 7)
+    with pytest.raises(IndexMismatchError, match="vectors are behind the catalogue"):
+        Store.open_for_writing(copy, SETTINGS, db=url)
+    with Store.open_for_writing(folder, SETTINGS, db=url) as store:  # nothing was dropped
+        assert set(store.stored_files()) == {"/a.wav", "/b.wav"} and store.last_check.ok
