@@ -351,6 +351,7 @@ class Store:
         self.last_check: CheckReport | None = None
         """The check (and repair) a writer ran on open."""
         self._dirty = False  # vectors changed since the last save
+        self._added_high_water = 0  # the highest window id this writer added to the vectors
 
     # -- opening ----------------------------------------------------------------------
     @property
@@ -632,7 +633,7 @@ class Store:
         vectors.save(self.vectors_path)
         self._dirty = False
         saved = {"index_kind": vectors.kind, "trained_at": vectors.trained_at,
-                 "vectors_high_water": max(int(self._meta.get("vectors_high_water", 0)), self._top_vector_id())}  # fmt: skip
+                 "vectors_high_water": max(int(self._meta.get("vectors_high_water", 0)), self._added_high_water)}  # fmt: skip
         if any(self._meta.get(key) != value for key, value in saved.items()):
             self._write_meta(saved)
 
@@ -726,6 +727,8 @@ class Store:
         self.vectors.remove(old_ids)
         self.vectors.add(ids, vectors)
         self._dirty = True
+        if len(ids):
+            self._added_high_water = max(self._added_high_water, int(ids.max()))
         return len(windows)
 
     @_writes
