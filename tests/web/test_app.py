@@ -18,7 +18,15 @@ from archive_search.api import Archive, file_id  # noqa: E402
 from archive_search.audio import MAX_PLAY_S, PLAY_CONTEXT_S, SAMPLE_RATE, load_audio  # noqa: E402
 from archive_search.errors import IndexNotFoundError  # noqa: E402
 from archive_search.web.app import MAX_TOP, MAX_UPLOAD_BYTES, MAX_UPLOAD_S, create_app  # noqa: E402
-from tests.fakes import FakeTranscriber, episode, fake_bundle, lexicon, tone_word, write_episodes, write_wav  # noqa: E402
+from tests.fakes import (  # noqa: E402
+    FakeTranscriber,
+    episode,
+    fake_bundle,
+    lexicon,
+    tone_word,
+    write_episodes,
+    write_wav,
+)
 
 JSON_KEYS = ["query", "file", "start", "end", "score", "text"]
 """What `archive-search --json` prints for a hit; the API gives these and more."""
@@ -179,11 +187,13 @@ def test_bad_clips_get_a_4xx_with_a_reason(client):
     assert_error(client.post("/api/search/audio", files={"file": ("notes.txt", b"hello", "text/plain")}), 415, "format")
     silent = clip_bytes(np.zeros(SAMPLE_RATE, np.float32))
     assert_error(client.post("/api/search/audio", files={"file": ("quiet.wav", silent)}), 400, "silent")
-    assert_error(client.post("/api/search/audio", files={"file": ("click.wav", clip_bytes(tone_word("apple", 0.05)))}), 400, "short")
+    click = clip_bytes(tone_word("apple", 0.05))
+    assert_error(client.post("/api/search/audio", files={"file": ("click.wav", click)}), 400, "short")
     speech = np.tile(tone_word("apple", 1.0), 7)  # 7 s of sound: longer than a query clip
     assert_error(client.post("/api/search/audio", files={"file": ("long.wav", clip_bytes(speech))}), 400, "at most")
     assert_error(client.post("/api/search/audio"), 422, "file")
-    assert_error(client.post("/api/search/audio", params={"top": 0}, files={"file": ("a.wav", clip_bytes(tone_word("apple")))}), 422, "top")
+    apple = {"file": ("a.wav", clip_bytes(tone_word("apple")))}
+    assert_error(client.post("/api/search/audio", params={"top": 0}, files=apple), 422, "top")
 
 
 def test_a_clip_longer_than_the_upload_limit_is_refused_without_decoding_it_all(client):
@@ -201,8 +211,8 @@ def test_an_upload_over_the_size_limit_is_refused_declared_or_not(client):
         for _ in range(MAX_UPLOAD_BYTES // 2**20 + 2):
             yield b"\0" * 2**20
 
-    response = client.post("/api/search/audio", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
-    assert_error(response, 413, "mb")
+    multipart = {"content-type": "multipart/form-data; boundary=x"}
+    assert_error(client.post("/api/search/audio", content=chunks(), headers=multipart), 413, "mb")
 
 
 # -- GET /api/audio/{file_id} ----------------------------------------------------------
@@ -267,7 +277,8 @@ def test_an_indexed_file_gone_from_disk_is_410(tmp_path, built):
     client = TestClient(create_app(tmp_path / "index", models=lambda scoring: bundle))
     gone = tmp_path / "audio" / "episode0.wav"
     gone.unlink()
-    assert_error(client.get(f"/api/audio/{file_id(str(gone))}", params={"start": 0.5, "end": 1.0}), 410, "archive-index")
+    response = client.get(f"/api/audio/{file_id(str(gone))}", params={"start": 0.5, "end": 1.0})
+    assert_error(response, 410, "archive-index")
 
 
 @pytest.mark.parametrize(
@@ -317,9 +328,11 @@ def test_openapi_describes_every_endpoint(client):
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
 
-@pytest.mark.parametrize("method,path", [("post", "/api/search"), ("delete", "/api/audio/0123456789abcdef"),
-                                         ("put", "/api/stats"), ("get", "/api/search/audio"), ("get", "/static/../api.py"),
-                                         ("get", "/nowhere")])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path",
+    [("post", "/api/search"), ("delete", "/api/audio/0123456789abcdef"), ("put", "/api/stats"),
+     ("get", "/api/search/audio"), ("get", "/static/../api.py"), ("get", "/nowhere")],
+)  # fmt: skip
 def test_the_api_is_read_only_and_unknown_paths_are_json_errors(client, method, path):
     response = getattr(client, method)(path)
     assert response.status_code in (404, 405) and "detail" in response.json()
@@ -330,7 +343,8 @@ def test_an_unexpected_failure_is_a_json_500_without_a_trace(built, monkeypatch)
     app = create_app(root / "index", models=lambda scoring: bundle)
     monkeypatch.setattr(Archive, "search", lambda *args, **kwargs: 1 / 0)
     response = TestClient(app, raise_server_exceptions=False).get("/api/search", params={"q": "apple"})
-    assert response.status_code == 500 and response.json() == {"detail": "internal error (the server log has the details)"}
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error (the server log has the details)"}
 
 
 def test_a_loopback_server_answers_only_to_loopback_host_names(built):

@@ -43,8 +43,12 @@ def served(tmp_path_factory):
     truth = build_demo_archive(root)
     models = load_models()
     assert Archive.open(root / "index", models).add([root / "audio"]).ok
-    app = create_app(root / "index", models=lambda scoring: models if scoring == "parallelkws" else load_models(text_scoring=scoring),
-                     allowed_hosts=["127.0.0.1", "localhost"])  # fmt: skip
+    bundles = {"parallelkws": models}
+
+    def bundle(scoring):
+        return bundles.setdefault(scoring, models if scoring == "parallelkws" else load_models(text_scoring=scoring))
+
+    app = create_app(root / "index", models=bundle, allowed_hosts=["127.0.0.1", "localhost"])
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -82,12 +86,15 @@ def page_hits(browser):
     return [SimpleNamespace(**hit) for hit in browser.execute_script("return state.hits")]
 
 
+def file_time(browser, hit):
+    """Where in the hit's file the page's audio element is: its time plus where the clip starts."""
+    return browser.execute_script("return player.currentTime") + hit.clip_start
+
+
 def wait_for_results(browser, what):
     """Wait until the status line reports hits for `what` (or an error); return the hits."""
-    WebDriverWait(browser, WAIT_S).until(
-        lambda b: f"for {what}" in b.find_element(By.ID, "status").text or "error" in b.find_element(By.ID, "status").get_attribute("class")
-    )  # fmt: skip
     status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, WAIT_S).until(lambda b: f"for {what}" in status.text or "error" in status.get_attribute("class"))
     assert "error" not in status.get_attribute("class"), status.text
     return page_hits(browser)
 
@@ -114,12 +121,13 @@ def test_search_play_and_query_by_example_in_chromium(served, browser, tmp_path)
     positions = []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        positions.append(browser.execute_script("return player.currentTime") + hits[0].clip_start)
+        positions.append(file_time(browser, hits[0]))
         if positions[-1] > hits[0].end:
             break
         time.sleep(0.05)
     inside = [p for p in positions if hits[0].start <= p <= hits[0].end]
-    assert len(inside) >= 2 and inside[-1] > inside[0], f"played {positions[0]:.2f}..{positions[-1]:.2f} s, hit {hits[0]}"
+    played = f"played {positions[0]:.2f}..{positions[-1]:.2f} s, hit {hits[0]}"
+    assert len(inside) >= 2 and inside[-1] > inside[0], played
     assert "playing" in first.get_attribute("class")
 
     # the arrow key moves to the next hit and plays it
@@ -144,7 +152,8 @@ def test_search_play_and_query_by_example_in_chromium(served, browser, tmp_path)
     browser.find_element(By.ID, "threshold").send_keys("0.999")
     browser.find_element(By.ID, "q").clear()
     browser.find_element(By.ID, "q").send_keys("quarterback", Keys.ENTER)
-    WebDriverWait(browser, WAIT_S).until(lambda b: "No hits for “quarterback”" in b.find_element(By.ID, "status").text)
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, WAIT_S).until(lambda b: "No hits for “quarterback”" in status.text)
     assert browser.find_elements(By.CSS_SELECTOR, "#hits .hit") == []
 
     browser.find_element(By.ID, "threshold").clear()
@@ -153,7 +162,7 @@ def test_search_play_and_query_by_example_in_chromium(served, browser, tmp_path)
     hits = wait_for_results(browser, "“harvest moon”")
     assert hits and hit_matches(hits[0], truth, "harvest moon")
     browser.find_elements(By.CSS_SELECTOR, "#hits .hit button.play")[0].click()
-    WebDriverWait(browser, 10).until(lambda b: b.execute_script("return player.currentTime") + hits[0].clip_start > hits[0].start + 0.3)
+    WebDriverWait(browser, 10).until(lambda b: file_time(b, hits[0]) > hits[0].start + 0.3)
     browser.execute_script("player.pause()")  # the screenshot shows where playback is
     shot = tmp_path / "page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

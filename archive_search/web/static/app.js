@@ -15,7 +15,8 @@ function say(message, kind = "") {
 function clock(seconds) {
   const minutes = Math.floor(seconds / 60);
   const rest = (seconds - 60 * minutes).toFixed(2).padStart(5, "0");
-  return minutes >= 60 ? `${Math.floor(minutes / 60)}:${String(minutes % 60).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+  if (minutes < 60) return `${minutes}:${rest}`;
+  return `${Math.floor(minutes / 60)}:${String(minutes % 60).padStart(2, "0")}:${rest}`;
 }
 
 async function api(url, options) {
@@ -156,7 +157,8 @@ function seek(index, event) {
   const fraction = (event.clientX - bar.left) / bar.width;
   if (state.playing !== index) start(index);
   const go = () => { player.currentTime = fraction * player.duration; };
-  Number.isFinite(player.duration) && state.playing === index ? go() : player.addEventListener("loadedmetadata", go, { once: true });
+  if (Number.isFinite(player.duration) && state.playing === index) go();
+  else player.addEventListener("loadedmetadata", go, { once: true });
 }
 
 function progress() {
