@@ -173,10 +173,11 @@ class Archive:
 
     def clip(self, file_id: str, start: float, end: float, context: float = PLAY_CONTEXT_S) -> Clip:
         """[start - context, end + context) seconds of the indexed file named by `file_id`, cut
-        to the file. Reads only files of the index: FileNotIndexedError for any other id,
-        QueryError for times outside the file or a stretch over MAX_PLAY_S."""
-        if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start < end):
-            raise QueryError(f"start and end must be seconds with 0 <= start < end, not {start} and {end}")
+        to the file (start == end: a point, heard with its context). Reads only files of the
+        index: FileNotIndexedError for any other id, QueryError for times outside the file or a
+        stretch over MAX_PLAY_S. Safe to call while another thread searches."""
+        if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start <= end):
+            raise QueryError(f"start and end must be seconds with 0 <= start <= end, not {start} and {end}")
         if end - start > MAX_PLAY_S:
             raise QueryError(f"at most {MAX_PLAY_S:.0f} s can be played at once, not {end - start:.1f} s")
         found = next((f for f in self.files() if f.id == file_id), None)

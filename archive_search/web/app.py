@@ -4,7 +4,7 @@ and the page at / that searches it and plays every hit.
 The app only reads. It serves audio only of files in the index, named by their id
 (`api.file_id`), never by a path. Bad input gets a 4xx JSON error `{"detail": reason}`, never
 a stack trace. Archive calls take one lock: the models and the index reader are shared, and on
-a CPU concurrent queries would only split the same cores.
+a CPU concurrent queries would only split the same cores. Serving a hit's audio takes no lock.
 """
 
 from __future__ import annotations
@@ -187,11 +187,12 @@ def create_app(
     def audio(file_id: str, start: Seconds, end: Seconds) -> Response:
         """A hit's audio with about a second of context each side, as 16 kHz wav. Header
         X-Clip-Start: the seconds into the file where it begins."""
-        with lock:
-            try:
-                clip = archive().clip(file_id, start, end)
-            except AudioDecodeError as exc:  # indexed, then moved or changed on disk
-                raise HTTPException(410, f"the indexed file can no longer be read ({exc.reason}); re-run archive-index")
+        # no lock: reading file rows and decoding share nothing with a search, so a listener does
+        # not wait behind queries (docs/performance.md#the-web-server-under-load)
+        try:
+            clip = archive().clip(file_id, start, end)
+        except AudioDecodeError as exc:  # indexed, then moved or changed on disk
+            raise HTTPException(410, f"the indexed file can no longer be read ({exc.reason}); re-run archive-index")
         buffer = io.BytesIO()
         sf.write(buffer, clip.samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
         headers = {"X-Clip-Start": f"{clip.start:.3f}", "Cache-Control": "no-cache"}
