@@ -67,6 +67,9 @@ class FakeAudioEmbedder:
 
     def embed_spans(self, samples: np.ndarray, spans: np.ndarray) -> np.ndarray:
         self.calls += 1
+        return self._embed(samples, spans)
+
+    def _embed(self, samples: np.ndarray, spans: np.ndarray) -> np.ndarray:
         out = np.zeros((len(spans), self.dim), np.float32)
         for row, (start, end) in enumerate(np.asarray(spans, dtype=np.float64)):
             a, b = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
@@ -195,8 +198,10 @@ class FakeWhisperTranscriber(FakeTranscriber):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.encoded_s = 0.0
+        self.batches = 0
 
     def encode(self, pieces):
+        self.batches += 1
         self.encoded_s += sum(len(piece) for piece in pieces) / SAMPLE_RATE
         return np.stack([samples_to_states(np.asarray(piece, dtype=np.float32)) for piece in pieces])
 
@@ -210,7 +215,7 @@ class FakeWhisperEmbedder(FakeAudioEmbedder):
     reads_whisper_states = True
 
     def embed_whisper_spans(self, states, spans):
-        return self.embed_spans(np.concatenate([states_to_samples(part) for part in states]), spans)
+        return self._embed(np.concatenate([states_to_samples(part) for part in states]), spans)
 
 
 def fake_bundle(lexicon: dict[str, np.ndarray] | None = None, name: str = "fake-v1", reranker: bool = True,

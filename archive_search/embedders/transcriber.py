@@ -262,46 +262,70 @@ def shift_word(word: TimedWord, seconds: float) -> TimedWord:
     return TimedWord(word.token, round(word.start + seconds, 3), round(word.end + seconds, 3), word.probability)
 
 
-def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[TimedWord]]", clips: Sequence[np.ndarray],
-                      pack_seconds: float = PACK_SECONDS, gap_s: float = PACK_GAP_S) -> list[list[TimedWord]]:  # fmt: skip
-    """Short clips [(S_i,)] -> their words [[TimedWord]], times relative to each clip.
+@dataclass(frozen=True)
+class Pack:
+    """Short clips back to back in one whisper input: `signal` (S,) and, per clip, (index in
+    the caller's list, first sample in the signal, length in samples)."""
 
-    Clips go back to back into passes of at most `pack_seconds`, `gap_s` of silence after
-    each; a word belongs to the clip its midpoint falls in (words in a gap are dropped). A clip
-    longer than a pack is transcribed alone. A transcriber with `transcribe_many` decodes all
-    passes in shared batches; otherwise its `transcribe` (or the callable) runs once per pass."""
-    limit, gap = int(pack_seconds * SAMPLE_RATE), np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
-    packs: list[list[tuple[int, int, int]]] = []  # per pass: (clip index, first sample, length)
-    signals: list[np.ndarray] = []
-    alone: list[int] = []
+    signal: np.ndarray
+    clips: tuple[tuple[int, int, int], ...]
+
+    def split(self, words: Sequence[TimedWord]) -> dict[int, list[TimedWord]]:
+        """Words of the signal -> each clip's, times relative to the clip; a word belongs to the
+        clip its midpoint falls in (words in a gap are dropped)."""
+        result: dict[int, list[TimedWord]] = {index: [] for index, _, _ in self.clips}
+        for word in words:
+            middle = (word.start + word.end) / 2 * SAMPLE_RATE
+            for index, offset, length in self.clips:
+                if offset <= middle < offset + length:
+                    start = min(max(word.start - offset / SAMPLE_RATE, 0.0), length / SAMPLE_RATE)
+                    end = min(max(word.end - offset / SAMPLE_RATE, start), length / SAMPLE_RATE)
+                    result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
+                    break
+        return result
+
+
+def pack_clips(clips: Sequence[np.ndarray], pack_seconds: float = PACK_SECONDS, gap_s: float = PACK_GAP_S) -> list[Pack]:
+    """Short clips [(S_i,)] -> packs of at most `pack_seconds`, at least `gap_s` of silence after
+    each clip; each clip starts on a 20 ms boundary, so its encoder states are rows of the
+    pack's. A clip longer than a pack is a pack of its own."""
+    limit, gap = int(pack_seconds * SAMPLE_RATE), int(gap_s * SAMPLE_RATE)
+    packs: list[Pack] = []
     current: list[tuple[int, np.ndarray]] = []
 
     def close() -> None:
         if current:
             parts, entries, used = [], [], 0
             for index, clip in current:
+                silence = np.zeros(gap + (-(len(clip) + gap) % FRAME_SAMPLES), np.float32)
                 entries.append((index, used, len(clip)))
-                parts += [clip, gap]
-                used += len(clip) + len(gap)
-            packs.append(entries)
-            signals.append(np.concatenate(parts))
+                parts += [clip, silence]
+                used += len(clip) + len(silence)
+            packs.append(Pack(np.concatenate(parts), tuple(entries)))
             current.clear()
 
-    used = 0
+    used, alone = 0, []
     for index, clip in enumerate(clips):
         clip = np.asarray(clip, dtype=np.float32)
-        if len(clip) + len(gap) > limit:
-            alone.append(index)
+        if len(clip) + gap > limit:
+            alone.append(Pack(clip, ((index, 0, len(clip)),)))
             continue
-        if used + len(clip) + len(gap) > limit:
+        if used + len(clip) + gap + FRAME_SAMPLES > limit:
             close()
             used = 0
         current.append((index, clip))
-        used += len(clip) + len(gap)
+        used += len(clip) + gap + FRAME_SAMPLES
     close()
-    for index in alone:
-        packs.append([(index, 0, len(clips[index]))])
-        signals.append(np.asarray(clips[index], dtype=np.float32))
+    return packs + alone
+
+
+def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[TimedWord]]", clips: Sequence[np.ndarray],
+                      pack_seconds: float = PACK_SECONDS, gap_s: float = PACK_GAP_S) -> list[list[TimedWord]]:  # fmt: skip
+    """Short clips [(S_i,)] -> their words [[TimedWord]], times relative to each clip, from
+    shared passes (`pack_clips`). A transcriber with `transcribe_many` decodes all passes in
+    shared batches; otherwise its `transcribe` (or the callable) runs once per pass."""
+    packs = pack_clips(clips, pack_seconds, gap_s)
+    signals = [pack.signal for pack in packs]
     many = getattr(transcriber, "transcribe_many", None)
     if many is None:
         single = getattr(transcriber, "transcribe", transcriber)
@@ -309,15 +333,9 @@ def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[Ti
     else:
         transcribed = many(signals)
     result: list[list[TimedWord]] = [[] for _ in clips]
-    for entries, words in zip(packs, transcribed):
-        for word in words:
-            middle = (word.start + word.end) / 2 * SAMPLE_RATE
-            for index, offset, length in entries:
-                if offset <= middle < offset + length:
-                    start = min(max(word.start - offset / SAMPLE_RATE, 0.0), length / SAMPLE_RATE)
-                    end = min(max(word.end - offset / SAMPLE_RATE, start), length / SAMPLE_RATE)
-                    result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
-                    break
+    for pack, words in zip(packs, transcribed):
+        for index, clip_words in pack.split(words).items():
+            result[index] = clip_words
     return result
 
 

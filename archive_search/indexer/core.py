@@ -24,7 +24,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from archive_search.embedders.transcriber import (
     SHORT_FILE_S,
     Piece,
     PieceCutter,
+    pack_clips,
     StreamingTranscript,
     TimedWord,
     Transcriber,
@@ -58,7 +59,7 @@ from archive_search.embedders.whisper_encoder import FRAME_SAMPLES
 from archive_search.embedders.whisper_encoder import HOP_S as WHISPER_HOP_S
 from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWriteError
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
-from archive_search.indexer.windows import StreamWindower, WindowBatch
+from archive_search.indexer.windows import StreamWindower, WindowBatch, window_spans
 from archive_search.storage.store import IndexSettings, Store, StoredFile, StoredWord, Transcript
 
 SILENCE_PEAK = 1e-3
@@ -292,8 +293,14 @@ class Indexer:
         if not pack:
             return
         assert self.transcriber is not None
+        clips = [clip for _, clip in pack]
         try:
-            packed_words = transcribe_packed(self.transcriber, [clip for _, clip in pack])
+            if pack[0][0].vectors is None:  # deferred: embedded from the pack's encoder states
+                packed_vectors, packed_words = embed_packed(self.embedder, self.transcriber, clips, [p.windows for p, _ in pack])
+                for (pending, _), vectors in zip(pack, packed_vectors):
+                    pending.vectors = _checked(self.embedder, pending.path, vectors, len(pending.windows))
+            else:
+                packed_words = transcribe_packed(self.transcriber, clips)
         except (ArchiveSearchError, RuntimeError, ValueError) as exc:
             for pending, _ in pack:  # not committed: the next run tries them again
                 report.errors.append(FileIssue(pending.path, f"transcription failed: {exc}"))
@@ -327,17 +334,19 @@ class Indexer:
             report.audio_s += seconds
             self._notify(number, total, report, started, path)
 
-        return embed_file(path, self.embedder, self.scales, self.hop_fraction, self.chunk_s, self.transcriber, on_chunk)
+        return embed_file(path, self.embedder, self.scales, self.hop_fraction, self.chunk_s, self.transcriber, on_chunk,
+                          defer_short=True)  # fmt: skip
 
 
 @dataclass
 class EmbeddedFile:
-    """One file's decoded work: windows (N, 3) start, end, scale; vectors (N, D) float32;
-    duration s; absolute peak; words of a long file; `short_clip` (S,) the samples of a short
-    file still to be transcribed in a pack (None otherwise)."""
+    """One file's decoded work: windows (N, 3) start, end, scale; vectors (N, D) float32 (None
+    while a short file waits for its pack's shared pass); duration s; absolute peak; words of a
+    long file; `short_clip` (S,) the samples of a short file still to be transcribed in a pack
+    (None otherwise)."""
 
     windows: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     duration: float
     peak: float
     words: list[TimedWord]
@@ -345,11 +354,13 @@ class EmbeddedFile:
 
 
 def embed_file(path: str, embedder: AudioEmbedder, scales: tuple[float, ...], hop_fraction: float, chunk_s: float,
-               transcriber: Transcriber | None = None, on_chunk: Callable[[float], None] | None = None) -> EmbeddedFile:  # fmt: skip
+               transcriber: Transcriber | None = None, on_chunk: Callable[[float], None] | None = None,
+               defer_short: bool = False) -> EmbeddedFile:  # fmt: skip
     """Stream, window and embed one file (and transcribe it when long); `on_chunk(seconds)` after each chunk.
 
     When the transcriber and the audio model read the same whisper encoder, a long file is
-    encoded once for both (`_embed_shared`)."""
+    encoded once for both (`_embed_shared`); with `defer_short`, a short file is not embedded
+    here: its windows wait (vectors None) for its pack's shared pass (`embed_packed`)."""
     chunks = iter(stream_audio(path, chunk_s=chunk_s))
     if transcriber is not None and _shares_encoder(embedder, transcriber):
         head, held = [], 0  # read until the file proves longer than a short (packed) one
@@ -361,6 +372,8 @@ def embed_file(path: str, embedder: AudioEmbedder, scales: tuple[float, ...], ho
         chunks = itertools.chain(head, chunks)
         if held > SHORT_FILE_S * SAMPLE_RATE:
             return _embed_shared(path, chunks, embedder, transcriber, scales, hop_fraction, on_chunk)
+        if defer_short:
+            return _defer_short(path, head, scales, hop_fraction, on_chunk)
     windower = StreamWindower(scales, hop_fraction)
     windows, vectors = [], []
     peak = 0.0
@@ -453,6 +466,38 @@ def _embed_shared(path: str, chunks: Iterable, embedder, transcriber, scales: tu
     )  # fmt: skip
 
 
+def _defer_short(path: str, chunks: list, scales: tuple[float, ...], hop_fraction: float,
+                 on_chunk: Callable[[float], None] | None) -> EmbeddedFile:  # fmt: skip
+    """A short file's windows and samples, its vectors left to its pack (`embed_packed`)."""
+    samples = np.concatenate([chunk.samples for chunk in chunks]) if chunks else np.zeros(0, np.float32)
+    if len(samples) == 0:
+        raise AudioDecodeError(path, "holds no audio frames")
+    if on_chunk is not None:
+        for chunk in chunks:
+            on_chunk(chunk.duration_s)
+    duration = len(samples) / SAMPLE_RATE
+    return EmbeddedFile(window_spans(duration, scales, hop_fraction), None, duration, float(np.max(np.abs(samples))), [], samples)
+
+
+def embed_packed(embedder, transcriber, clips: Sequence[np.ndarray], windows: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[list[TimedWord]]]:
+    """Short files' samples [(S_i,)] and windows [(N_i, 3)] -> their vectors [(N_i, D)] and words,
+    from one whisper encoder pass per pack of clips (`pack_clips`), DECODE_BATCH packs at a
+    time; each clip's states are its rows of the pack's, standardised over the clip alone."""
+    vectors: list[np.ndarray] = [np.zeros((0, embedder.dim), np.float32)] * len(clips)
+    words: list[list[TimedWord]] = [[] for _ in clips]
+    packs = pack_clips(clips)
+    for first in range(0, len(packs), DECODE_BATCH):
+        batch = packs[first : first + DECODE_BATCH]
+        states = transcriber.encode([pack.signal for pack in batch])
+        for pack, pack_states, pack_words in zip(batch, states, transcriber.decode(states, [len(p.signal) for p in batch])):
+            for index, clip_words in pack.split(pack_words).items():
+                words[index] = clip_words
+            for index, offset, length in pack.clips:
+                rows = pack_states[offset // FRAME_SAMPLES : offset // FRAME_SAMPLES + piece_frames(length)]
+                vectors[index] = np.asarray(embedder.embed_whisper_spans([rows], windows[index][:, :2]), dtype=np.float32)
+    return vectors, words
+
+
 def _embed_states(embedder, path: str, batch: WindowBatch, kept: list[tuple[int, np.ndarray]], windows: list, vectors: list) -> None:
     """_embed from the kept whisper states (spans made relative to the first kept piece)."""
     spans = batch.windows[:, :2] - kept[0][0] * WHISPER_HOP_S
@@ -483,13 +528,18 @@ def _embed(embedder: AudioEmbedder, path: str, batch: WindowBatch, windows: list
 
 
 def _check_and_keep(embedded, embedder: AudioEmbedder, path: str, batch: WindowBatch, windows: list, vectors: list) -> None:
+    vectors.append(_checked(embedder, path, embedded, len(batch.spans)))
+    windows.append(batch.windows)
+
+
+def _checked(embedder: AudioEmbedder, path: str, embedded, count: int) -> np.ndarray:
+    """The audio model's (count, dim) vectors, or AudioDecodeError naming the file."""
     embedded = np.asarray(embedded, dtype=np.float32)
-    if embedded.shape != (len(batch.spans), embedder.dim):
-        raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {len(batch.spans)} windows")
+    if embedded.shape != (count, embedder.dim):
+        raise AudioDecodeError(path, f"the audio model returned shape {embedded.shape} for {count} windows")
     if not np.isfinite(embedded).all():
         raise AudioDecodeError(path, "the audio model returned non-finite vectors")
-    windows.append(batch.windows)
-    vectors.append(embedded)
+    return embedded
 
 
 @dataclass
@@ -503,7 +553,7 @@ class _PendingFile:
     duration: float
     sample_rate: int
     windows: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     note: str | None
     replaces: bool
     words: list[TimedWord] | None

@@ -91,6 +91,30 @@ def test_a_long_file_is_encoded_once_for_words_and_vectors(tmp_path, chunk_s):
     assert transcriber.encoded_s == pytest.approx(len(samples) / SAMPLE_RATE, abs=0.01)
 
 
+def test_short_files_are_embedded_from_their_packs_encoder_pass(tmp_path):
+    """Short files wait for their pack: one encoder pass per pack gives their vectors and words,
+    equal to embedding each file alone and transcribing the packs."""
+    truth = write_episodes(tmp_path / "audio", count=6)
+
+    def build(name, embedder, transcriber):
+        store = Store.open_for_writing(tmp_path / name, index_settings("fake-v1", embedder.dim))
+        try:
+            report = Indexer(store, embedder, transcriber=transcriber).run([tmp_path / "audio"])
+        finally:
+            store.close()
+        assert report.ok and report.transcribed == 6
+        return contents(tmp_path / name), transcripts(tmp_path / name)
+
+    embedder, transcriber = FakeWhisperEmbedder(), FakeWhisperTranscriber()
+    shared_vectors, shared_words = build("shared", embedder, transcriber)
+    apart_vectors, apart_words = build("apart", FakeAudioEmbedder(), FakeTranscriber())
+    assert shared_vectors.keys() == apart_vectors.keys()
+    assert all(np.allclose(shared_vectors[key], apart_vectors[key], atol=2e-4) for key in apart_vectors)
+    assert shared_words == apart_words and set(shared_words) == set(truth)
+    assert embedder.calls == 0  # no file was encoded on its own
+    assert transcriber.batches == 1  # six 3-4 s files: two packs, encoded and decoded together
+
+
 def test_an_acoustic_only_index_gains_transcripts_without_being_re_embedded(tmp_path):
     truth = write_episodes(tmp_path / "audio", count=4)
     index = tmp_path / "index"
