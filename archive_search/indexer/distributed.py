@@ -209,6 +209,7 @@ class RayIndexer(Indexer):
         self.address = address
         self.transcribe = transcribe
         self.workers: list = []
+        self._models_ref = None
         self.worker_pids: list[int] = []
 
     def run(self, roots: Iterable[str | Path], report: IndexReport | None = None) -> IndexReport:
@@ -219,13 +220,14 @@ class RayIndexer(Indexer):
             finally:
                 for worker in self.workers:
                     ray.kill(worker, no_restart=True)
-                self.workers = []
+                self.workers, self._models_ref = [], None
 
     def _start_pool(self, ray) -> None:
         count, resources = pool_shape(ray.cluster_resources())
         actor = ray.remote(max_restarts=-1, max_task_retries=WORKER_RETRIES, **resources)(_Worker)
-        models = ray.put(self.models)
-        self.workers = [actor.remote(models, self.transcribe, self.scales, self.hop_fraction, self.chunk_s) for _ in range(count)]
+        # Held for the pool's life: a restarted actor is built again from this object.
+        self._models_ref = ray.put(self.models)
+        self.workers = [actor.remote(self._models_ref, self.transcribe, self.scales, self.hop_fraction, self.chunk_s) for _ in range(count)]
         try:
             described = ray.get([worker.describe.remote() for worker in self.workers])
         except ray.exceptions.RayError as exc:
