@@ -62,6 +62,8 @@ class Archive:
         self.rerank_regions = rerank_regions
         self._store: Store | None = None
         self._searcher: Searcher | None = None
+        self._files: tuple[tuple[int, int], dict[str, IndexedFile]] | None = None
+        """(the store's files_version, files by id) as last read."""
 
     @classmethod
     def open(cls, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS,
@@ -169,7 +171,16 @@ class Archive:
 
     def files(self) -> list[IndexedFile]:
         """Every indexed file, as it is now (a file another process indexes shows up)."""
-        return [IndexedFile(file_id(f.path), f.path, f.duration) for f in self._get_store().stored_files().values()]
+        return list(self._files_by_id().values())
+
+    def _files_by_id(self) -> dict[str, IndexedFile]:
+        # Re-read only when the file set changed: one cheap query per call instead of every row.
+        store = self._get_store()
+        version = store.files_version()
+        if self._files is None or self._files[0] != version:
+            rows = store.stored_files().values()
+            self._files = (version, {file_id(f.path): IndexedFile(file_id(f.path), f.path, f.duration) for f in rows})
+        return self._files[1]
 
     def clip(self, file_id: str, start: float, end: float, context: float = PLAY_CONTEXT_S) -> Clip:
         """[start - context, end + context) seconds of the indexed file named by `file_id`, cut
@@ -180,7 +191,7 @@ class Archive:
             raise QueryError(f"start and end must be seconds with 0 <= start <= end, not {start} and {end}")
         if end - start > MAX_PLAY_S:
             raise QueryError(f"at most {MAX_PLAY_S:.0f} s can be played at once, not {end - start:.1f} s")
-        found = next((f for f in self.files() if f.id == file_id), None)
+        found = self._files_by_id().get(file_id)
         if found is None:
             raise FileNotIndexedError(file_id)
         if start >= found.duration:
@@ -213,3 +224,4 @@ class Archive:
             self._store.close()
         self._store = None
         self._searcher = None
+        self._files = None

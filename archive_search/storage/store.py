@@ -766,6 +766,13 @@ class Store:
             for path, words in grouped.items()
         ]
 
+    def files_version(self) -> tuple[int, int]:
+        """(files, highest file id): changes whenever a file is added, replaced or removed, since
+        file ids are never reused (AUTOINCREMENT)."""
+        with self.sessions() as session:
+            count, top = session.execute(select(func.count(FileRow.id), func.max(FileRow.id))).one()
+        return int(count or 0), int(top or 0)
+
     def transcript_version(self) -> tuple[int, float]:
         """(transcripts, latest transcription time): changes whenever a transcript is written or dropped."""
         with self.sessions() as session:
