@@ -4,9 +4,9 @@ at 10 h and 100 h.
     .venv/bin/python benchmarks/bench_scaling.py ray --folder /work/shared/data/librispeech-mini/audio/4088
     .venv/bin/python benchmarks/bench_scaling.py hours --folder /work/shared/data/librispeech-mini/audio --hours 10 100
 
-`ray` indexes the folder with --no-transcript into a fresh index on a local Ray cluster of 1,
-then 2 CPUs (the pool is sized from the cluster, so one and two workers), and locally without
-Ray, and prints the speeds (times real time) and their ratios. `pool_s` is the part spent
+`ray` indexes the folder with --no-transcript (with transcripts: --transcript) into a fresh
+index on a local Ray cluster of 1, then 2 CPUs (the pool is sized from the cluster, so one and
+two workers), and locally without Ray, and prints the speeds (times real time) and their ratios. `pool_s` is the part spent
 starting the workers and loading the models in them; `speed_after_pool` leaves it out.
 
 `hours` indexes the folder (transcripts and vectors), copies its rows under symlinked names up
@@ -48,10 +48,10 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def ray_speeds(folder: Path, workers: list[int], threads: int) -> dict:
+def ray_speeds(folder: Path, workers: list[int], threads: int, transcribe: bool) -> dict:
     import ray
 
-    results: dict = {"folder": str(folder), "load_before": load_average()}
+    results: dict = {"folder": str(folder), "transcribe": transcribe, "load_before": load_average()}
     for count in workers:
         ray.init(num_cpus=count, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
         pool_started: list[float] = []
@@ -65,7 +65,7 @@ def ray_speeds(folder: Path, workers: list[int], threads: int) -> dict:
         distributed.RayIndexer._start_pool = timed_start
         try:
             with tempfile.TemporaryDirectory() as work:
-                report = Archive.open(Path(work) / "index").add(folder, transcribe=False, ray="auto")
+                report = Archive.open(Path(work) / "index").add(folder, transcribe=transcribe, ray="auto")
         finally:
             distributed.RayIndexer._start_pool = original
             ray.shutdown()
@@ -78,7 +78,7 @@ def ray_speeds(folder: Path, workers: list[int], threads: int) -> dict:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as work:
         archive = Archive.open(Path(work) / "index", load_models(device="cpu"))
-        report = archive.add(folder, transcribe=False)
+        report = archive.add(folder, transcribe=transcribe)
     results["local"] = {"threads": threads, "elapsed_s": round(report.elapsed_s, 1), "speed": round(report.speed, 1)}
     if len(workers) >= 2:
         a, b = (results[f"workers_{n}"] for n in workers[:2])
@@ -259,12 +259,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--hours", type=float, nargs="+", default=[10.0, 100.0])
     parser.add_argument("--queries", type=int, default=60)
+    parser.add_argument("--transcript", action="store_true", help="ray: index with transcripts (default: --no-transcript)")
     parser.add_argument("--jitter-cos", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.what == "ray":
-        print(json.dumps(ray_speeds(args.folder, args.workers, args.threads)))
+        print(json.dumps(ray_speeds(args.folder, args.workers, args.threads, args.transcript)))
     else:
         hours_figures(args.folder, args.hours, args.queries, args.threads, args.jitter_cos, args.seed)
 

@@ -95,7 +95,8 @@ def pool_shape(resources: dict[str, float]) -> tuple[int, dict[str, float]]:
     return max(1, cpus), {"num_cpus": 1}
 
 
-def batches(jobs: Iterable[FileJob], max_files: int = BATCH_FILES, max_bytes: int = BATCH_BYTES) -> Iterator[list[FileJob]]:
+def batches(jobs: Iterable[FileJob], max_files: int = BATCH_FILES, max_bytes: int = BATCH_BYTES,
+            ) -> Iterator[list[FileJob]]:  # fmt: skip
     """Consecutive jobs grouped up to `max_files` files or `max_bytes` bytes (a larger file goes alone)."""
     batch: list[FileJob] = []
     size = 0
@@ -140,7 +141,8 @@ class _Worker:
                     continue
                 digest = job.digest or content_hash(job.path)
                 sample_rate = _native_rate(job.path)
-                embedded = embed_file(job.path, self.embedder, self.scales, self.hop_fraction, self.chunk_s, self.transcriber, on_chunk)
+                embedded = embed_file(job.path, self.embedder, self.scales, self.hop_fraction, self.chunk_s,
+                                      self.transcriber, on_chunk)  # fmt: skip
             except MemoryError:
                 raise
             except Exception as exc:  # reported as the local indexer reports it
@@ -162,7 +164,8 @@ class _Worker:
             packed = transcribe_packed(self.transcriber.transcribe, clips)
         except (ArchiveSearchError, RuntimeError, ValueError) as exc:
             for i in waiting:
-                done[i] = replace(done[i], embedded=None, issue=FileIssue(done[i].job.path, f"transcription failed: {exc}"))
+                issue = FileIssue(done[i].job.path, f"transcription failed: {exc}")
+                done[i] = replace(done[i], embedded=None, issue=issue)
             return done
         for i, words in zip(waiting, packed):
             embedded = replace(done[i].embedded, words=words, short_clip=None)  # type: ignore[type-var]
@@ -191,7 +194,9 @@ def ray_session(address: str):
         else:
             ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ClusterError(f"cannot reach the Ray cluster at {address!r} ({exc}); start it with `ray start --head` or use --ray auto") from exc
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r} ({exc}); start it with `ray start --head` or use --ray auto"
+        ) from exc
     try:
         yield ray
     finally:
@@ -227,7 +232,8 @@ class RayIndexer(Indexer):
         actor = ray.remote(max_restarts=-1, max_task_retries=WORKER_RETRIES, **resources)(_Worker)
         # Held for the pool's life: a restarted actor is built again from this object.
         self._models_ref = ray.put(self.models)
-        self.workers = [actor.remote(self._models_ref, self.transcribe, self.scales, self.hop_fraction, self.chunk_s) for _ in range(count)]
+        arguments = (self._models_ref, self.transcribe, self.scales, self.hop_fraction, self.chunk_s)
+        self.workers = [actor.remote(*arguments) for _ in range(count)]
         try:
             described = ray.get([worker.describe.remote() for worker in self.workers])
         except ray.exceptions.RayError as exc:
@@ -238,7 +244,8 @@ class RayIndexer(Indexer):
         self.transcriber = RemoteModel(transcriber) if transcriber else None
         self.worker_pids = [pid for *_, pid in described]
 
-    def _index_all(self, candidates: list[Candidate], stored: dict[str, StoredFile], report: IndexReport, started: float) -> None:
+    def _index_all(self, candidates: list[Candidate], stored: dict[str, StoredFile], report: IndexReport,
+                   started: float) -> None:  # fmt: skip
         import ray
 
         self._stored, self._extra_jobs, self._done = stored, [], 0

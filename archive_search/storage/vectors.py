@@ -303,7 +303,8 @@ class ShardedIndex:
     up to that number are the sealed copy's, and loading drops them from the open shard.
     """
 
-    def __init__(self, dim: int, open_shard: VectorIndex | None = None, sealed: list[tuple[int, VectorIndex]] | None = None):
+    def __init__(self, dim: int, open_shard: VectorIndex | None = None,
+                 sealed: list[tuple[int, VectorIndex]] | None = None):  # fmt: skip
         self.dim = dim
         self.open = open_shard if open_shard is not None else VectorIndex(dim)
         self.sealed = list(sealed or [])

@@ -42,7 +42,8 @@ def archive_with_bad_files(folder: Path) -> None:
 
 def files_and_words(index: Path) -> dict:
     store = Store.open(index)
-    rows = {p: (f.content_hash, f.size, round(f.duration, 4), f.n_windows, f.transcribed) for p, f in store.stored_files().items()}
+    rows = {p: (f.content_hash, f.size, round(f.duration, 4), f.n_windows, f.transcribed)
+            for p, f in store.stored_files().items()}  # fmt: skip
     words = {w.file: list(zip(w.tokens, np.round(w.starts, 3), np.round(w.ends, 3))) for w in store.transcript_words()}
     store.close()
     return {"files": rows, "words": words}

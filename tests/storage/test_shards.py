@@ -26,7 +26,8 @@ def clustered(n, dim=DIM, clusters=50, spread=0.3, seed=0):
     """Random unit vectors around random unit centres (speech windows cluster; uniform noise does not)."""
     rng = np.random.default_rng(seed)
     centres = unit(clusters, dim, seed + 1)
-    x = centres[rng.integers(clusters, size=n)] + spread * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    x = centres[rng.integers(clusters, size=n)] + spread * noise
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
