@@ -286,6 +286,10 @@ def _connect_error(url: URL, exc: DBAPIError) -> CatalogueError:
     )
 
 
+def _initial_meta(settings: IndexSettings) -> dict:
+    return {**settings.to_meta(), "index_kind": "Flat", "trained_at": 0, "created_at": time.time()}
+
+
 def _is_embedded(folder: Path, url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database is not None and (
         Path(url.database).resolve() == (folder / DB_NAME).resolve()
@@ -459,23 +463,52 @@ class Store:
     def _open_writer(self, settings: IndexSettings | None) -> None:
         if self.postgres:
             self._take_advisory_lock()
-        with self.engine.begin() as connection:
-            revision = migrations.revision(connection)
-            if revision is not None:
-                self._check_revision(revision, upgrading=True)
-            migrations.upgrade(connection)
+        for stale in self.folder.glob(f"{DB_NAME}.tmp-*"):
+            stale.unlink(missing_ok=True)  # a creation that was killed halfway
+        if self.embedded and not self.db_path.exists() and settings is not None:
+            self._create_embedded(settings)
+        with self.engine.connect() as connection:
+            self._migrate(connection)
+            connection.commit()
         self._load_meta()
-        self._bind(create=settings is not None)
         if self.settings is None:
             if settings is None:
                 raise IndexNotFoundError(self.folder)
-            self._write_meta({**settings.to_meta(), "index_kind": "Flat", "trained_at": 0, "created_at": time.time()})
+            self._write_meta(_initial_meta(settings))  # before the folder names the catalogue: readers find it whole
             self._load_meta()
         elif settings is not None:
             self._check_settings(settings)
+        self._bind(create=settings is not None)
         for stale in self.folder.glob(f"{VECTORS_NAME}.tmp-*"):
             stale.unlink(missing_ok=True)  # a save that was killed halfway
         self.last_check = self.check(repair=True)
+
+    def _migrate(self, connection: Connection) -> None:
+        """Create or upgrade the catalogue in one transaction, which the caller commits."""
+        if connection.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction unless one is begun by hand, and a kill
+            # halfway would leave a schema between two revisions
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        revision = migrations.revision(connection)
+        if revision is not None:
+            self._check_revision(revision, upgrading=True)
+        migrations.upgrade(connection)
+
+    def _create_embedded(self, settings: IndexSettings) -> None:
+        """Make a new index.sqlite under a temporary name and rename it into place, so a reader
+        (and `Store.exists`) finds either no index or a whole one."""
+        temporary = self.folder / f"{DB_NAME}.tmp-{os.getpid()}"
+        engine = _engine(URL.create("sqlite", database=str(temporary)))
+        try:
+            with engine.connect() as connection:
+                self._migrate(connection)
+                connection.execute(MetaRow.__table__.insert(),
+                                   [{"key": k, "value": json.dumps(v)} for k, v in _initial_meta(settings).items()])  # fmt: skip
+                connection.commit()
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file that is renamed
+        finally:
+            engine.dispose()
+        os.replace(temporary, self.db_path)
 
     def _take_advisory_lock(self) -> None:
         """Hold PostgreSQL's session advisory lock on a connection of its own until `close`."""
@@ -516,7 +549,7 @@ class Store:
         if link is None:
             if not create:
                 raise IndexNotFoundError(self.folder)
-            if self.settings is not None:
+            if self.counts()[0]:
                 raise IndexMismatchError(
                     f"{self.location} already holds an index whose vectors are in another folder: index from that "
                     "folder (or a copy of it), or give an empty database"

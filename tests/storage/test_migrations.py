@@ -150,3 +150,40 @@ def test_a_catalogue_at_the_first_revision_keeps_its_rows_through_the_upgrade(ba
         store.put_transcript("/a.wav", Transcript("fake-asr", []))
     with backend.reader() as reader:
         assert set(reader.stored_files()) == {"/a.wav"} and reader.stored_files()["/a.wav"].transcribed
+
+
+def test_an_upgrade_that_fails_halfway_leaves_nothing_behind(backend, monkeypatch):
+    """All revisions run in one transaction (pysqlite needs an explicit BEGIN for DDL): a failure
+    in the last one leaves the database as it was, not between two revisions."""
+    import uuid
+
+    def fail():
+        raise RuntimeError("killed during revision 0003")
+
+    monkeypatch.setattr(uuid, "uuid4", fail)
+    with pytest.raises(RuntimeError, match="0003"):
+        backend.writer()
+    engine = create_engine(backend.url)
+    try:
+        with engine.connect() as connection:
+            assert migrations.revision(connection) is None and not inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
+    monkeypatch.undo()
+    with backend.writer() as store:
+        assert store.meta["catalogue_id"] and store.check().ok
+
+
+def test_a_failed_upgrade_of_an_old_index_leaves_it_at_its_revision(tmp_path, monkeypatch):
+    import uuid
+
+    folder = tmp_path / "index"
+    legacy_index(folder, transcripts=False)
+    monkeypatch.setattr(uuid, "uuid4", lambda: (_ for _ in ()).throw(RuntimeError("killed during revision 0003")))
+    with pytest.raises(RuntimeError, match="0003"):
+        Store.open_for_writing(folder, SETTINGS)
+    assert revision_of(folder) == "0001"  # not 0002: the transcript tables went with the failed transaction
+    monkeypatch.undo()
+    with Store.open_for_writing(folder, SETTINGS) as store:
+        assert store.last_check.ok and store.counts() == (1, 4)
+    assert revision_of(folder) == "0003"
