@@ -35,7 +35,6 @@ import functools
 import itertools
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +245,9 @@ def catalogue_url(db: str | URL) -> URL:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise CatalogueError(f"{public_url(url)}: archive-search keeps its catalogue in SQLite or PostgreSQL, not {url.get_backend_name()}")
+        raise CatalogueError(
+            f"{public_url(url)}: archive-search keeps its catalogue in SQLite or PostgreSQL, not {url.get_backend_name()}"
+        )
     return url
 
 
@@ -304,15 +305,16 @@ def _read_link(folder: Path) -> dict | None:
         link = json.loads(path.read_text())
         return {"url": str(link["url"]), "catalogue_id": str(link["catalogue_id"])}
     except (ValueError, KeyError, TypeError) as exc:
-        raise IndexCorruptError(f"{path}: unreadable ({exc}); write it again by running archive-index with --db") from exc
+        raise IndexCorruptError(f"{path}: unreadable ({exc}); restore it from the index folder it was copied from") from exc
 
 
 def _write_link(folder: Path, url: URL, catalogue_id: str) -> None:
-    """Write `catalogue.json` atomically (temp file, fsync, rename): never a password."""
+    """Write `catalogue.json` atomically (temp file, fsync, rename), readable as the umask allows
+    (search servers may run as other users): it never holds a password."""
     payload = json.dumps({"url": public_url(url), "catalogue_id": catalogue_id}, indent=2) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{LINK_NAME}.tmp-")
+    temporary = folder / f"{LINK_NAME}.tmp-{os.getpid()}"
     try:
-        with os.fdopen(handle, "w") as out:
+        with open(temporary, "w") as out:
             out.write(payload)
             out.flush()
             os.fsync(out.fileno())
