@@ -803,7 +803,7 @@ class Store:
 
     def files_version(self) -> tuple[int, int]:
         """(files, highest file id): changes whenever a file is added, replaced or removed, since
-        file ids are never reused (AUTOINCREMENT)."""
+        file ids are never reused (SQLite AUTOINCREMENT, a PostgreSQL sequence)."""
         with self.sessions() as session:
             count, top = session.execute(select(func.count(FileRow.id), func.max(FileRow.id))).one()
         return int(count or 0), int(top or 0)
