@@ -35,7 +35,6 @@ from archive_search.errors import (
     ArchiveSearchError,
     AudioDecodeError,
     FileNotIndexedError,
-    IndexNotFoundError,
     QueryError,
 )
 from archive_search.search.engine import MAX_QUERY_CLIP_S, Hit
@@ -129,9 +128,13 @@ def search_out(query: str, kind: str, scoring: str | None, started: float, hits:
 
 
 def create_app(
-    index: str | Path, models: Callable[[str], ModelBundle] | None = None, allowed_hosts: list[str] | None = None
+    index: str | Path,
+    models: Callable[[str], ModelBundle] | None = None,
+    allowed_hosts: list[str] | None = None,
+    db: str | None = None,
 ) -> FastAPI:
-    """The app over the index at `index`; IndexNotFoundError when there is none.
+    """The app over the index at `index` (its catalogue at `db`, as `Archive.open`);
+    IndexNotFoundError when there is none.
 
     models: the bundle for a text scoring (one of TEXT_SCORINGS); default `load_models`. The
     first scoring's bundle loads now, the others on their first query, each once.
@@ -145,12 +148,12 @@ def create_app(
 
     def archive(scoring: str = default) -> Archive:
         if scoring not in archives:
-            archives[scoring] = Archive.open(index, load(scoring))
+            archives[scoring] = Archive.open(index, load(scoring), db=db)
         return archives[scoring]
 
-    if not Archive.open(index).exists:
-        raise IndexNotFoundError(index)
-    archive().stats()  # the index opens and the default models load before the first request
+    with Archive.open(index, db=db) as probe:
+        probe.stats()  # IndexNotFoundError, or a catalogue that cannot be read, before any model loads
+    archive().stats()  # the default models load before the first request
 
     # no /docs or /redoc: those pages load their scripts from a CDN
     app = FastAPI(title="archive-search", summary=__doc__.splitlines()[0], docs_url=None, redoc_url=None)

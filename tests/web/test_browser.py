@@ -72,7 +72,9 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900",
-                     "--autoplay-policy=no-user-gesture-required", "--mute-audio"]:  # fmt: skip
+                     "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+                     # a fake microphone (a beep), allowed without asking: the recording path runs end to end
+                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]:  # fmt: skip
         options.add_argument(argument)
     try:
         chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
@@ -147,6 +149,18 @@ def test_search_play_and_query_by_example_in_chromium(served, browser, tmp_path)
     notes.write_text("shopping list")
     browser.find_element(By.ID, "clip").send_keys(str(notes))
     WebDriverWait(browser, WAIT_S).until(lambda b: "could not be searched" in b.find_element(By.ID, "status").text)
+
+    # record from the (fake) microphone: MediaRecorder's webm/opus reaches the server and is decoded
+    record = browser.find_element(By.ID, "record")
+    record.click()
+    WebDriverWait(browser, 10).until(lambda b: "Recording" in b.find_element(By.ID, "status").text)
+    time.sleep(1.5)
+    record.click()
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, WAIT_S).until(lambda b: status.text.split(":")[0] not in ("Searching…", "Recording"))
+    recorded = status.text
+    assert "recording.webm" in recorded or "the query clip" in recorded, recorded  # hits, or the verdict on a beep
+    assert "not audio" not in recorded and "unsupported" not in recorded, recorded
 
     # nothing scores 0.999 for a word that is never spoken: the page says there are no hits
     browser.find_element(By.ID, "threshold").send_keys("0.999")
