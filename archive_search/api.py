@@ -153,7 +153,7 @@ class Archive:
         return report
 
     def stats(self) -> dict:
-        """Files, windows, vectors, bytes on disk, index type and model of the index."""
+        """Files, windows, vectors, bytes on disk, index type (of the open shard), shards and model of the index."""
         store = self._get_store()
         files, windows = store.counts()
         return {
@@ -166,6 +166,7 @@ class Archive:
             "bytes": store.size_bytes(),
             "catalogue": store.location,
             "index_kind": store.vectors.kind,
+            "shards": len(store.vectors.sealed) + 1,
             "model": store.settings.model_name if store.settings else None,
         }
 

@@ -161,5 +161,6 @@ def test_store_with_shards_stays_consistent_across_runs(tmp_path, monkeypatch):
         assert len(store.vectors.sealed) == 2 and store.check().ok
         assert store.vectors.ntotal == store.counts()[1]
         assert store.size_bytes() > sum(f.stat().st_size for f in shard_files(store.vectors_path))
+    assert archive.stats()["shards"] == 3  # two sealed and the open one
     hits = archive.search("market", top=5)
     assert hits and all(h.file != removed for h in hits)
