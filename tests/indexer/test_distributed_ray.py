@@ -2,6 +2,7 @@
 a worker killed mid-file loses nothing, a killed driver resumes."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from click.testing import CliRunner
 
+import archive_search.api as api
 from archive_search import Archive
-from archive_search.errors import IndexNotFoundError
-from archive_search.indexer.distributed import batches, FileJob, pool_shape
+from archive_search.cli import index as index_cli
+from archive_search.errors import ClusterError, IndexNotFoundError
+from archive_search.indexer.distributed import FileJob, batches, pool_shape
 from archive_search.storage.store import Store
 from tests.fakes import WORD_BANDS, FakeTranscriber, fake_bundle, lexicon, write_episodes, write_wav
 from tests.indexer.ray_worker import slow_bundle
@@ -157,3 +161,25 @@ def test_ray_batches_split_by_files_and_bytes():
     jobs = [FileJob(f"f{i}", size, 0.0) for i, size in enumerate([10, 10, 10, 10, 10, 500, 10])]
     grouped = [[job.path for job in batch] for batch in batches(jobs, max_files=4, max_bytes=100)]
     assert grouped == [["f0", "f1", "f2", "f3"], ["f4"], ["f5"], ["f6"]]
+
+
+def test_ray_option_of_archive_index(tmp_path, ray_cluster, monkeypatch):
+    folder = tmp_path / "audio"
+    write_episodes(folder, count=3)
+    monkeypatch.setattr(api, "load_models", fake_bundle)  # what the workers load: a picklable function
+    Archive.open(tmp_path / "local", fake_bundle()).add(folder, transcribe=False)
+    result = CliRunner().invoke(index_cli.main, [str(folder), "--index", str(tmp_path / "ray"), "--ray", "auto",
+                                                 "--no-transcript", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["index"]["added"]) == 3
+    assert contents(tmp_path / "ray") == contents(tmp_path / "local")
+
+
+def test_ray_option_without_ray_installed_says_how_to_get_it(tmp_path, monkeypatch):
+    write_episodes(tmp_path / "audio", count=1)
+    monkeypatch.setattr(api, "load_models", fake_bundle)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    arguments = [str(tmp_path / "audio"), "--index", str(tmp_path / "index"), "--ray", "auto"]
+    result = CliRunner().invoke(index_cli.main, arguments)
+    assert result.exit_code == ClusterError.exit_code
+    assert "archive-search[ray]" in result.stderr
