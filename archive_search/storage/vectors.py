@@ -11,8 +11,8 @@ Index type rule (see docs/performance.md):
   retrained and re-encoded in place.
 * Up to `IVF_MIN_VECTORS` vectors (about 25 audio hours) every search scans all vectors; above
   it the same encoding sits behind an inverted file (IVF, nlist = 4 sqrt(n), nprobe
-  `IVF_NPROBE`), retrained whenever the archive has grown fourfold since the last training.
-  Quantizers are trained on a random sample of at most `TRAIN_POINTS_PER_LIST` vectors per
+  `IVF_NPROBE`), retrained whenever the shard has grown fourfold since the last training.
+  IVF quantizers are trained on a random sample of at most `TRAIN_POINTS_PER_LIST` vectors per
   inverted list (all vectors below that), on the GPU when faiss has one.
 
 Shards (`ShardedIndex`, what a Store holds): the rule above applies to the open shard, which
