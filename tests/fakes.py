@@ -208,6 +208,15 @@ class FakeWhisperTranscriber(FakeTranscriber):
     def decode(self, states, lengths):
         return [self.transcribe(states_to_samples(s)[:n]) for s, n in zip(states, lengths)]
 
+    def run_batches(self, items, signal):
+        from archive_search.embedders.transcriber import DECODE_BATCH
+
+        items = list(items)
+        for first in range(0, len(items), DECODE_BATCH):
+            batch = items[first : first + DECODE_BATCH]
+            states = self.encode([signal(item) for item in batch])
+            yield batch, states, self.decode(states, [len(signal(item)) for item in batch])
+
 
 class FakeWhisperEmbedder(FakeAudioEmbedder):
     """A FakeAudioEmbedder that also embeds from stand-in whisper states (`reads_whisper_states`)."""

