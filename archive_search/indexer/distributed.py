@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 from archive_search.audio import MIN_AUDIO_S
 from archive_search.embedders.transcriber import TimedWord, transcribe_packed
-from archive_search.errors import ArchiveSearchError, ClusterError, IndexWriteError
+from archive_search.errors import ArchiveSearchError, AudioDecodeError, ClusterError, IndexWriteError
 from archive_search.indexer.core import (
     SILENCE_PEAK,
     EmbeddedFile,
@@ -34,8 +34,10 @@ from archive_search.indexer.core import (
     Indexer,
     IndexReport,
     ProgressCallback,
+    _checked,
     _native_rate,
     embed_file,
+    embed_packed,
     file_issue,
     stream_transcript,
 )
@@ -142,7 +144,7 @@ class _Worker:
                 digest = job.digest or content_hash(job.path)
                 sample_rate = _native_rate(job.path)
                 embedded = embed_file(job.path, self.embedder, self.scales, self.hop_fraction, self.chunk_s,
-                                      self.transcriber, on_chunk)  # fmt: skip
+                                      self.transcriber, on_chunk, defer_short=True)  # fmt: skip
             except MemoryError:
                 raise
             except Exception as exc:  # reported as the local indexer reports it
@@ -152,6 +154,8 @@ class _Worker:
         return self._transcribe_short(done)
 
     def _transcribe_short(self, done: list[FileDone]) -> list[FileDone]:
+        """Transcribe the batch's short files in shared passes, as the local indexer's packs do;
+        files whose vectors were deferred get them from the same encoder pass (`embed_packed`)."""
         waiting = [
             i for i, d in enumerate(done)
             if d.embedded is not None and d.embedded.short_clip is not None
@@ -159,17 +163,26 @@ class _Worker:
         ]  # fmt: skip
         if not waiting or self.transcriber is None:
             return done
-        clips = [done[i].embedded.short_clip for i in waiting]  # type: ignore[union-attr]
+        files = [done[i].embedded for i in waiting]
+        clips = [f.short_clip for f in files]  # type: ignore[union-attr]
+        deferred = files[0].vectors is None  # type: ignore[union-attr]
         try:
-            packed = transcribe_packed(self.transcriber.transcribe, clips)
+            if deferred:
+                packed_vectors, packed = embed_packed(self.embedder, self.transcriber, clips, [f.windows for f in files])
+            else:
+                packed_vectors, packed = [f.vectors for f in files], transcribe_packed(self.transcriber, clips)
         except (ArchiveSearchError, RuntimeError, ValueError) as exc:
             for i in waiting:
                 issue = FileIssue(done[i].job.path, f"transcription failed: {exc}")
                 done[i] = replace(done[i], embedded=None, issue=issue)
             return done
-        for i, words in zip(waiting, packed):
-            embedded = replace(done[i].embedded, words=words, short_clip=None)  # type: ignore[type-var]
-            done[i] = replace(done[i], embedded=embedded)
+        for i, embedded, vectors, words in zip(waiting, files, packed_vectors, packed):
+            try:
+                vectors = _checked(self.embedder, done[i].job.path, vectors, len(embedded.windows))
+            except AudioDecodeError as exc:
+                done[i] = replace(done[i], embedded=None, issue=file_issue(done[i].job.path, exc))
+                continue
+            done[i] = replace(done[i], embedded=replace(embedded, vectors=vectors, words=words, short_clip=None))
         return done
 
 

@@ -22,7 +22,17 @@ from archive_search.cli import index as index_cli
 from archive_search.errors import ClusterError, IndexNotFoundError
 from archive_search.indexer.distributed import FileJob, batches, pool_shape
 from archive_search.storage.store import Store
-from tests.fakes import WORD_BANDS, FakeTranscriber, fake_bundle, lexicon, write_episodes, write_wav
+from tests.fakes import (
+    WORD_BANDS,
+    FakeTranscriber,
+    FakeWhisperEmbedder,
+    FakeWhisperTranscriber,
+    episode,
+    fake_bundle,
+    lexicon,
+    write_episodes,
+    write_wav,
+)
 from tests.indexer.ray_worker import slow_bundle
 from tests.indexer.test_indexer import contents
 
@@ -183,3 +193,41 @@ def test_ray_option_without_ray_installed_says_how_to_get_it(tmp_path, monkeypat
     result = CliRunner().invoke(index_cli.main, arguments)
     assert result.exit_code == ClusterError.exit_code
     assert "archive-search[ray]" in result.stderr
+
+
+def test_ray_workers_share_whisper_encoder_passes_like_a_local_run(tmp_path, ray_cluster):
+    """With an audio model that reads whisper's encoder states, short files take their vectors
+    from their pack's pass and long files are encoded once, on the workers as locally."""
+    folder = tmp_path / "audio"
+    write_episodes(folder, count=6)
+    long_samples, _ = episode([list(WORD_BANDS)[i % len(WORD_BANDS)] for i in range(30)], seed=99)
+    write_wav(folder / "long.wav", long_samples)  # over SHORT_FILE_S: streamed and encoded once
+
+    def shared_bundle():
+        bundle = fake_bundle(lexicon(), transcriber=FakeWhisperTranscriber())
+        bundle.audio = FakeWhisperEmbedder()
+        return bundle
+
+    local = Archive.open(tmp_path / "local", shared_bundle()).add(folder)
+    remote = Archive.open(tmp_path / "ray", shared_bundle()).add(folder, ray="auto")
+    assert local.ok and remote.ok and remote.transcribed == local.transcribed == 7
+    ray_vectors, local_vectors = contents(tmp_path / "ray"), contents(tmp_path / "local")
+    assert ray_vectors.keys() == local_vectors.keys()
+    assert all(np.allclose(ray_vectors[key], local_vectors[key], atol=2e-4) for key in local_vectors)
+    assert files_and_words(tmp_path / "ray") == files_and_words(tmp_path / "local")
+
+
+def test_ray_worker_embeds_short_files_from_their_pack_pass(tmp_path):
+    """The actor's work, run in this process: no short file is encoded on its own."""
+    from archive_search.audio import STREAM_CHUNK_S, WINDOW_HOP_FRACTION, WINDOW_SCALES_S
+    from archive_search.indexer.distributed import _Worker
+    from archive_search.indexer.walk import walk_audio
+
+    truth = write_episodes(tmp_path / "audio", count=4)
+    bundle = fake_bundle(transcriber=FakeWhisperTranscriber())
+    bundle.audio = FakeWhisperEmbedder()
+    worker = _Worker(bundle, True, tuple(WINDOW_SCALES_S), WINDOW_HOP_FRACTION, STREAM_CHUNK_S)
+    done = worker.run([FileJob(c.path, c.size, c.mtime) for c in walk_audio([tmp_path / "audio"])])
+    assert all(d.issue is None and d.embedded.vectors is not None and d.embedded.short_clip is None for d in done)
+    assert {d.job.path for d in done} == set(truth) and all(d.embedded.words for d in done)
+    assert bundle.audio.calls == 0 and bundle.transcriber.batches == 1  # one shared encoder pass
