@@ -94,7 +94,7 @@ class Archive:
 
         transcribe: also keep a transcript of every file (whisper tiny.en), which text search
         fuses with the acoustic evidence; files indexed without one gain it on a later run with
-        transcribe on. False keeps an acoustic-only index (about 4x faster to build on a CPU, docs/performance.md).
+        transcribe on. False keeps an acoustic-only index (about 2x faster to build on a CPU, docs/performance.md).
         ray: "auto" or a Ray cluster address: Ray workers decode, embed and transcribe while this
         process commits (indexer/distributed.py; ClusterError if Ray cannot start).
         Takes the index's write lock for the run (IndexLockedError if another indexer has it).

@@ -41,7 +41,7 @@ class _ProgressBar:
 @db_option
 @click.option("--check", is_flag=True, help="Verify that vectors and metadata agree and repair what does not.")
 @click.option("--no-transcript", is_flag=True,
-              help="Acoustic vectors only, no whisper transcript: about 4x faster on a CPU, but text search loses its transcript channels.")
+              help="Acoustic vectors only, no whisper transcript: about 2x faster on a CPU, but text search loses its transcript channels.")
 @click.option("--ray", "ray_address", metavar="auto|ADDRESS",
               help="Decode, embed and transcribe on Ray workers (needs the ray extra): 'auto' joins this machine's "
                    "cluster or starts a local one; ADDRESS names a running cluster. This process stays the one writer.")
