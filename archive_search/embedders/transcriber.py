@@ -11,8 +11,8 @@ is encoded once for both channels.
 Whisper reads 30 s at a time and pads shorter input to 30 s, so a 1 s clip costs as much as
 30 s of speech. `transcribe_packed` puts many short clips back to back, with silence between,
 into shared passes and splits the words back per clip by time. `StreamingTranscript` bounds
-memory on long files for transcribers that cannot share pieces: it transcribes each streamed
-chunk, keeps the words of every finished segment, and carries only the last segment's audio.
+memory on long files: with this transcriber it cuts the stream into pieces as it arrives; with
+others it transcribes each chunk and carries only the last segment's audio into the next.
 """
 
 from __future__ import annotations
@@ -188,8 +188,9 @@ class WhisperTranscriber:
 
     Audio is cut into <= 30 s pieces at quiet moments; pieces are encoded, decoded greedily
     without timestamp tokens and word-aligned by cross-attention (faster-whisper's
-    `find_alignment`), DECODE_BATCH at a time. `encode` and `decode` are public so that the
-    indexer can share the encoder states with the JMCL front-end, which reads the same encoder.
+    `find_alignment`), in batches of DECODE_BATCH, WHISPER_WORKERS batches at once
+    (`run_batches`). `encode` and `decode` are public so that the indexer can share the
+    encoder states with the JMCL front-end, which reads the same encoder.
     """
 
     name = "whisper-tiny.en"
