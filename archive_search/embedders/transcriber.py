@@ -27,7 +27,7 @@ import numpy as np
 
 from archive_search.audio import SAMPLE_RATE
 from archive_search.embedders.g2p import normalise_text
-from archive_search.embedders.whisper_encoder import FRAME_SAMPLES, padded_log_mel
+from archive_search.embedders.whisper_encoder import FRAME_SAMPLES, Pack, pack_clips, padded_log_mel
 from archive_search.errors import CheckpointError
 
 T = TypeVar("T")
@@ -111,10 +111,9 @@ DECODE_BATCH = 4
 """Whisper inputs encoded and decoded together in one CTranslate2 call."""
 
 WHISPER_WORKERS = 2
-"""Batches whisper works on side by side, one CPU thread each: CTranslate2's int8 encoder did
-not get faster with a second intra-op thread on this 2-core machine (0.72 s per 30 s input
-either way), so two batches in parallel, beside the JMCL layers on the caller's thread, are
-what keep both cores busy."""
+"""Batches whisper works on side by side, one CPU thread each: a second intra-op thread made
+CTranslate2 only 15-37% faster on this 2-core machine (docs/performance.md), so two batches in
+parallel, beside the JMCL layers on the caller's thread, are what keep both cores busy."""
 
 MAX_TOKENS = 224
 """Most tokens decoded per 30 s input (whisper's own sample length): bounds a looping decode."""
@@ -178,11 +177,6 @@ def split_pieces(samples: np.ndarray) -> list[Piece]:
     return cutter.push(samples) + cutter.finish()
 
 
-def piece_frames(n_samples: int) -> int:
-    """Encoder states that cover n samples (the rest of a padded input is silence)."""
-    return (n_samples // 160 + 1) // 2
-
-
 class WhisperTranscriber:
     """whisper tiny.en greedy transcription with word times and probabilities (the engine's).
 
@@ -200,7 +194,7 @@ class WhisperTranscriber:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         # threads beyond the workers' one each go to the workers (an intra-op thread did not help)
-        self.workers = max(1, workers if threads >= workers else threads)
+        self.workers = max(1, min(workers, threads))
         self.whisper = model if model is not None else whisper_model(max(1, threads // self.workers), device, self.workers)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
@@ -307,61 +301,19 @@ def shift_word(word: TimedWord, seconds: float) -> TimedWord:
     return TimedWord(word.token, round(word.start + seconds, 3), round(word.end + seconds, 3), word.probability)
 
 
-@dataclass(frozen=True)
-class Pack:
-    """Short clips back to back in one whisper input: `signal` (S,) and, per clip, (index in
-    the caller's list, first sample in the signal, length in samples)."""
-
-    signal: np.ndarray
-    clips: tuple[tuple[int, int, int], ...]
-
-    def split(self, words: Sequence[TimedWord]) -> dict[int, list[TimedWord]]:
-        """Words of the signal -> each clip's, times relative to the clip; a word belongs to the
-        clip its midpoint falls in (words in a gap are dropped)."""
-        result: dict[int, list[TimedWord]] = {index: [] for index, _, _ in self.clips}
-        for word in words:
-            middle = (word.start + word.end) / 2 * SAMPLE_RATE
-            for index, offset, length in self.clips:
-                if offset <= middle < offset + length:
-                    start = min(max(word.start - offset / SAMPLE_RATE, 0.0), length / SAMPLE_RATE)
-                    end = min(max(word.end - offset / SAMPLE_RATE, start), length / SAMPLE_RATE)
-                    result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
-                    break
-        return result
-
-
-def pack_clips(clips: Sequence[np.ndarray], pack_seconds: float = PACK_SECONDS, gap_s: float = PACK_GAP_S) -> list[Pack]:
-    """Short clips [(S_i,)] -> packs of at most `pack_seconds`, at least `gap_s` of silence after
-    each clip; each clip starts on a 20 ms boundary, so its encoder states are rows of the
-    pack's. A clip longer than a pack is a pack of its own."""
-    limit, gap = int(pack_seconds * SAMPLE_RATE), int(gap_s * SAMPLE_RATE)
-    packs: list[Pack] = []
-    current: list[tuple[int, np.ndarray]] = []
-
-    def close() -> None:
-        if current:
-            parts, entries, used = [], [], 0
-            for index, clip in current:
-                silence = np.zeros(gap + (-(len(clip) + gap) % FRAME_SAMPLES), np.float32)
-                entries.append((index, used, len(clip)))
-                parts += [clip, silence]
-                used += len(clip) + len(silence)
-            packs.append(Pack(np.concatenate(parts), tuple(entries)))
-            current.clear()
-
-    used, alone = 0, []
-    for index, clip in enumerate(clips):
-        clip = np.asarray(clip, dtype=np.float32)
-        if len(clip) + gap > limit:
-            alone.append(Pack(clip, ((index, 0, len(clip)),)))
-            continue
-        if used + len(clip) + gap + FRAME_SAMPLES > limit:
-            close()
-            used = 0
-        current.append((index, clip))
-        used += len(clip) + gap + FRAME_SAMPLES
-    close()
-    return packs + alone
+def split_pack_words(pack: Pack, words: Sequence[TimedWord]) -> dict[int, list[TimedWord]]:
+    """Words of a pack's signal -> each clip's, times relative to the clip; a word belongs to the
+    clip its midpoint falls in (words in a gap are dropped)."""
+    result: dict[int, list[TimedWord]] = {index: [] for index, _, _ in pack.clips}
+    for word in words:
+        middle = (word.start + word.end) / 2 * SAMPLE_RATE
+        for index, offset, length in pack.clips:
+            if offset <= middle < offset + length:
+                start = min(max(word.start - offset / SAMPLE_RATE, 0.0), length / SAMPLE_RATE)
+                end = min(max(word.end - offset / SAMPLE_RATE, start), length / SAMPLE_RATE)
+                result[index].append(TimedWord(word.token, round(start, 3), round(end, 3), word.probability))
+                break
+    return result
 
 
 def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[TimedWord]]", clips: Sequence[np.ndarray],
@@ -379,7 +331,7 @@ def transcribe_packed(transcriber: "Transcriber | Callable[[np.ndarray], list[Ti
         transcribed = many(signals)
     result: list[list[TimedWord]] = [[] for _ in clips]
     for pack, words in zip(packs, transcribed):
-        for index, clip_words in pack.split(words).items():
+        for index, clip_words in split_pack_words(pack, words).items():
             result[index] = clip_words
     return result
 

@@ -119,43 +119,59 @@ class WhisperEncoder:
         for first in range(0, max(len(samples), 1), chunk):
             piece = samples[first : first + chunk]
             mel = padded_log_mel(self.extractor, piece)
-            keep = (len(piece) // 160 + 1) // 2
-            parts.append(self._encode_mel(mel)[:keep])
+            parts.append(self._encode_mel(mel)[: frame_count(len(piece))])
         return np.concatenate(parts, axis=0)
 
     def frames_packed(self, clips: Sequence[np.ndarray], gap_s: float = PACK_GAP_S) -> list[np.ndarray]:
         """Short 16 kHz clips [(S_i,)] -> their states [(T_i, D)], T_i = ceil(S_i / 320), from as
-        few 30 s chunks as hold them: each chunk is the clips back to back, `gap_s` of silence
-        after each, padded to 30 s as whisper was trained. A clip longer than a chunk is encoded
-        alone."""
-        chunk, gap = int(CHUNK_S * 16000), int(gap_s * 16000)
+        few 30 s chunks as hold them (`pack_clips`), each padded to 30 s as whisper was trained.
+        A clip longer than a chunk is encoded alone."""
         result: list[np.ndarray | None] = [None] * len(clips)
-        pack: list[np.ndarray] = []
-        spans: list[tuple[int, int, int]] = []  # (clip index, first sample, end sample) in the pack
-
-        def encode_pack() -> None:
-            frames = self._frames_padded(np.concatenate(pack)) if pack else None
-            for index, first, end in spans:
-                result[index] = frames[first // FRAME_SAMPLES : -(-end // FRAME_SAMPLES)]
-            pack.clear()
-            spans.clear()
-
-        used = 0
-        for index, clip in enumerate(clips):
-            clip = np.asarray(clip, dtype=np.float32)
-            if len(clip) + gap > chunk:
-                result[index] = self._frames_padded(clip)
-                continue
-            # each clip starts on a frame boundary, so its frames are its own
-            silence = np.zeros(gap + (-(len(clip) + gap) % FRAME_SAMPLES), dtype=np.float32)
-            if used + len(clip) + len(silence) > chunk:
-                encode_pack()
-                used = 0
-            spans.append((index, used, used + len(clip)))
-            pack += [clip, silence]
-            used += len(clip) + len(silence)
-        encode_pack()
+        for pack in pack_clips(clips, CHUNK_S, gap_s):
+            frames = self._frames_padded(pack.signal)
+            for index, first, length in pack.clips:
+                result[index] = frames[first // FRAME_SAMPLES : -(-(first + length) // FRAME_SAMPLES)]
         return result
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Short clips back to back in one whisper input: `signal` (S,) and, per clip, (index in
+    the caller's list, first sample in the signal, length in samples)."""
+
+    signal: np.ndarray
+    clips: tuple[tuple[int, int, int], ...]
+
+
+def pack_clips(clips: Sequence[np.ndarray], pack_seconds: float, gap_s: float) -> list[Pack]:
+    """Short clips [(S_i,)] -> packs of at most `pack_seconds`, at least `gap_s` of silence after
+    each clip; each clip starts on a 20 ms boundary, so its encoder states are rows of the
+    pack's. A clip longer than a pack is a pack of its own."""
+    limit, gap = int(pack_seconds * 16000), int(gap_s * 16000)
+    packs: list[Pack] = []
+    parts: list[np.ndarray] = []
+    entries: list[tuple[int, int, int]] = []
+    used = 0
+    for index, clip in enumerate(clips):
+        clip = np.asarray(clip, dtype=np.float32)
+        if len(clip) + gap > limit:
+            packs.append(Pack(clip, ((index, 0, len(clip)),)))
+            continue
+        silence = np.zeros(gap + (-(len(clip) + gap) % FRAME_SAMPLES), dtype=np.float32)
+        if used + len(clip) + len(silence) > limit:
+            packs.append(Pack(np.concatenate(parts), tuple(entries)))
+            parts, entries, used = [], [], 0
+        entries.append((index, used, len(clip)))
+        parts += [clip, silence]
+        used += len(clip) + len(silence)
+    if parts:
+        packs.append(Pack(np.concatenate(parts), tuple(entries)))
+    return packs
+
+
+def frame_count(n_samples: int) -> int:
+    """Encoder states that cover n samples (the rest of a padded input is silence)."""
+    return (n_samples // 160 + 1) // 2
 
 
 def standardise(frames: np.ndarray) -> np.ndarray:

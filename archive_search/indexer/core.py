@@ -47,15 +47,14 @@ from archive_search.embedders.transcriber import (
     PACK_SECONDS,
     SHORT_FILE_S,
     PieceCutter,
-    pack_clips,
     StreamingTranscript,
     TimedWord,
     Transcriber,
-    piece_frames,
+    split_pack_words,
     shift_word,
     transcribe_packed,
 )
-from archive_search.embedders.whisper_encoder import FRAME_SAMPLES
+from archive_search.embedders.whisper_encoder import FRAME_SAMPLES, frame_count, pack_clips
 from archive_search.embedders.whisper_encoder import HOP_S as WHISPER_HOP_S
 from archive_search.errors import ArchiveSearchError, AudioDecodeError, IndexWriteError
 from archive_search.indexer.walk import Candidate, WalkProblem, content_hash, walk_audio
@@ -448,7 +447,7 @@ def _embed_shared(path: str, chunks: Iterable, embedder, transcriber, scales: tu
     for batch, states, batch_words in transcriber.run_batches(pieces(), lambda piece: piece.samples):
         for piece, piece_states, piece_words in zip(batch, states, batch_words):
             words.extend(shift_word(word, piece.start / SAMPLE_RATE) for word in piece_words)
-            kept.append((piece.start // FRAME_SAMPLES, piece_states[: piece_frames(len(piece.samples))]))
+            kept.append((piece.start // FRAME_SAMPLES, piece_states[: frame_count(len(piece.samples))]))
             window_batch = windower.push(piece.samples)
             if window_batch is not None:
                 _embed_states(embedder, path, window_batch, kept, windows, vectors)
@@ -486,12 +485,12 @@ def embed_packed(embedder, transcriber, clips: Sequence[np.ndarray], windows: Se
     worker threads; each clip's states are its rows of the pack's, standardised over the clip alone."""
     vectors: list[np.ndarray] = [np.zeros((0, embedder.dim), np.float32)] * len(clips)
     words: list[list[TimedWord]] = [[] for _ in clips]
-    for batch, states, batch_words in transcriber.run_batches(pack_clips(clips), lambda pack: pack.signal):
+    for batch, states, batch_words in transcriber.run_batches(pack_clips(clips, PACK_SECONDS, PACK_GAP_S), lambda pack: pack.signal):
         for pack, pack_states, pack_words in zip(batch, states, batch_words):
-            for index, clip_words in pack.split(pack_words).items():
+            for index, clip_words in split_pack_words(pack, pack_words).items():
                 words[index] = clip_words
             for index, offset, length in pack.clips:
-                rows = pack_states[offset // FRAME_SAMPLES : offset // FRAME_SAMPLES + piece_frames(length)]
+                rows = pack_states[offset // FRAME_SAMPLES : offset // FRAME_SAMPLES + frame_count(length)]
                 vectors[index] = np.asarray(embedder.embed_whisper_spans([rows], windows[index][:, :2]), dtype=np.float32)
     return vectors, words
 
