@@ -35,11 +35,53 @@ CONTEXT_WORDS_S = 2.0
 
 _CODES = {phoneme: chr(0x100 + index) for index, phoneme in enumerate(ARPABET)}
 """One character per phoneme, so edit distances run on plain strings."""
+_CODE_INDEX = {code: index for index, code in enumerate(_CODES.values())}
 
 
 def phoneme_string(phonemes: Sequence[str]) -> str:
     """Stress-free ARPAbet -> one character per phoneme (unknown symbols share one code)."""
     return "".join(_CODES.get(p.rstrip("012"), "?") for p in phonemes)
+
+
+def similar_lengths(query_length: int, min_similarity: float) -> tuple[int, int]:
+    """The shortest and longest strings whose normalised Levenshtein similarity to a string of
+    query_length can reach min_similarity: the distance is at least the length difference, so
+    1 - |a - b| / max(a, b) >= m gives m * a <= b <= a / m."""
+    shortest = int(np.ceil(min_similarity * query_length - 1e-9))
+    longest = int(np.floor(query_length / min_similarity + 1e-9)) if min_similarity > 0 else 10**9
+    return max(shortest, 0), longest
+
+
+def phoneme_counts(strings: Sequence[str]) -> np.ndarray:
+    """Phoneme strings -> (len(strings), len(ARPABET) + 1) uint8 count of each phoneme in each
+    (the last column: unknown symbols)."""
+    lengths = [len(s) for s in strings]
+    counts = np.zeros((len(strings), len(_CODES) + 1), dtype=np.uint8)
+    columns = [_CODE_INDEX.get(c, len(_CODES)) for s in strings for c in s]
+    np.add.at(counts, (np.repeat(np.arange(len(strings)), lengths), columns), 1)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Spans:
+    """Every k-word transcript span, sorted by phoneme length (ties in archive order).
+
+    strings: N phoneme strings; where (N, 2): file index and first word; lengths (N,);
+    length_starts: entry n is the first span of length >= n, the last entry is N;
+    counts (N, len(ARPABET) + 1) uint8 per-phoneme counts, column-major for per-phoneme slices."""
+
+    strings: list[str]
+    where: np.ndarray
+    lengths: np.ndarray
+    length_starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def sorted_by_length(cls, strings: list[str], where: np.ndarray, counts: np.ndarray) -> "_Spans":
+        lengths = np.array([len(s) for s in strings], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        length_starts = np.searchsorted(lengths[order], np.arange(int(lengths.max(initial=0)) + 2))
+        return cls([strings[i] for i in order], where[order], lengths[order], length_starts, np.asfortranarray(counts[order]))
 
 
 @dataclass(frozen=True)
@@ -66,7 +108,8 @@ class TranscriptIndex:
             for i, token in enumerate(words.tokens):
                 self._positions.setdefault(token, []).append((f, i))
         self._word_codes = [[phoneme_string(p.split()) for p in words.phonemes] for words in self.files]
-        self._spans: dict[int, tuple[list[str], np.ndarray]] = {}  # k -> (strings, (N, 2) file, first word)
+        self._spans: dict[int, _Spans] = {}  # k words -> every k-word span
+        self._word_counts: np.ndarray | None = None  # (words, phonemes) uint8, every word of the archive
         self._by_file = {words.file: f for f, words in enumerate(self.files)}
 
     @classmethod
@@ -105,15 +148,28 @@ class TranscriptIndex:
         query = phoneme_string(phonemes)
         if not query:
             return []
+        query_counts = phoneme_counts([query])[0]
+        present = np.flatnonzero(query_counts)
+        shortest, longest = similar_lengths(len(query), min_similarity)
         found = []  # (similarity, file index, first word, k)
         for k in range(1, n_words + EXTRA_SPAN_WORDS + 1):
-            strings, where = self._span_strings(k)
-            if not strings:
+            spans = self._span_strings(k)
+            # Two cheap bounds pick the spans worth an edit distance. Spans are sorted by length,
+            # so those of a length that can reach min_similarity are one slice. Then the phonemes
+            # the span shares with the query (a multiset) bound the similarity from above: each
+            # phoneme not shared costs at least one edit.
+            lo = spans.length_starts[min(shortest, len(spans.length_starts) - 1)]
+            hi = spans.length_starts[min(longest + 1, len(spans.length_starts) - 1)]
+            if hi <= lo:
                 continue
-            for _, similarity, row in process.extract(query, strings, scorer=Levenshtein.normalized_similarity,
-                                                      score_cutoff=min_similarity, limit=limit):  # fmt: skip
-                found.append((float(similarity), int(where[row, 0]), int(where[row, 1]), k))
-        found.sort(key=lambda item: (-item[0], item[3]))  # ties: the shorter span
+            shared = np.minimum(spans.counts[lo:hi, present], query_counts[present]).sum(axis=1)
+            bound = shared / np.maximum(spans.lengths[lo:hi], len(query))
+            rows = lo + np.flatnonzero(bound >= min_similarity - 1e-9)
+            choices = [spans.strings[row] for row in rows]
+            for _, similarity, i in process.extract(query, choices, scorer=Levenshtein.normalized_similarity,
+                                                    score_cutoff=min_similarity, limit=limit):  # fmt: skip
+                found.append((float(similarity), int(spans.where[rows[i], 0]), int(spans.where[rows[i], 1]), k))
+        found.sort(key=lambda item: (-item[0], item[3], item[1], item[2]))  # ties: the shorter span, then archive order
         kept: list[TranscriptMatch] = []
         taken: dict[int, list[tuple[int, int]]] = {}
         for similarity, f, first, k in found:
@@ -136,14 +192,21 @@ class TranscriptIndex:
         chosen = np.flatnonzero((middle >= start - context_s) & (middle <= end + context_s))
         return " ".join(words.tokens[i] for i in chosen)
 
-    def _span_strings(self, k: int) -> tuple[list[str], np.ndarray]:
+    def _span_strings(self, k: int) -> "_Spans":
         if k not in self._spans:
-            strings, where = [], []
+            if self._word_counts is None:
+                self._word_counts = phoneme_counts([code for codes in self._word_codes for code in codes])
+            strings, where, first_words = [], [], []  # first_words: index into every word of the archive
+            offset = 0
             for f, codes in enumerate(self._word_codes):
                 for first in range(len(codes) - k + 1):
                     strings.append("".join(codes[first : first + k]))
                     where.append((f, first))
-            self._spans[k] = (strings, np.array(where, dtype=np.int64).reshape(-1, 2))
+                    first_words.append(offset + first)
+                offset += len(codes)
+            first_words = np.array(first_words, dtype=np.int64)
+            counts = sum((self._word_counts[first_words + j] for j in range(1, k)), self._word_counts[first_words])
+            self._spans[k] = _Spans.sorted_by_length(strings, np.array(where, dtype=np.int64).reshape(-1, 2), counts)
         return self._spans[k]
 
     def _match(self, f: int, first: int, k: int, similarity: float, exact: bool) -> TranscriptMatch:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from archive_search.embedders.g2p import word_phonemes
-from archive_search.search.transcripts import TranscriptIndex, phoneme_string
+from archive_search.search.transcripts import TranscriptIndex, phoneme_string, similar_lengths
 from archive_search.storage.store import FileWords
 
 
@@ -62,6 +62,47 @@ def test_phonetic_keeps_one_span_per_place_and_skips_unrelated_words(index):
     assert {(m.file, m.words) for m in matches if m.similarity == 1.0} == {("/b.wav", "market"), ("/c.wav", "market")}
     assert all(m.similarity >= 0.6 for m in matches)
     assert not any("spring" in m.words for m in matches)
+
+
+def test_length_window_is_exactly_the_lengths_that_can_reach_the_similarity():
+    from rapidfuzz.distance import Levenshtein
+
+    for query_length in range(1, 15):
+        for minimum in (0.5, 0.6, 0.75):
+            shortest, longest = similar_lengths(query_length, minimum)
+            # a string of length n is at best the query with |n - query_length| insertions or deletions
+            reachable = [n for n in range(0, 40) if Levenshtein.normalized_similarity("a" * query_length, "a" * n) >= minimum]
+            assert (shortest, longest) == (min(reachable), max(reachable))
+
+
+def test_phonetic_matches_a_brute_force_scan_of_every_span():
+    from rapidfuzz.distance import Levenshtein
+
+    rng = np.random.default_rng(3)
+    vocabulary = "a river market barge spring nine opens wagah do goo flew in the at by and we to".split()
+    files = [file_words(f"/{n}.wav", list(rng.choice(vocabulary, size=int(rng.integers(3, 30))))) for n in range(20)]
+    index = TranscriptIndex(files)
+    for query in ("market", "rivers", "ouagadougou", "the river"):
+        phonemes = [p for word in query.split() for p in word_phonemes(word)]
+        found = {(m.file, m.start, m.end, round(m.similarity, 6)) for m in index.phonetic(phonemes, len(query.split()), limit=10_000)}
+        code = phoneme_string(phonemes)
+        brute = []
+        for words in files:
+            codes = [phoneme_string(p.split()) for p in words.phonemes]
+            for k in range(1, len(query.split()) + 3):
+                for first in range(len(codes) - k + 1):
+                    similarity = Levenshtein.normalized_similarity(code, "".join(codes[first : first + k]))
+                    if similarity >= 0.6:
+                        brute.append((similarity, k, words.file, first, words.starts[first], words.ends[first + k - 1]))
+        # the same overlap rule as the index: best first, shorter span on ties, one span per place
+        brute.sort(key=lambda b: (-b[0], b[1], b[2], b[3]))
+        kept, taken = set(), {}
+        for similarity, k, file, first, start, end in brute:
+            if any(first < e and s < first + k for s, e in taken.get(file, ())):
+                continue
+            taken.setdefault(file, []).append((first, first + k))
+            kept.add((file, float(start), float(end), round(similarity, 6)))
+        assert found == kept, query
 
 
 def test_phoneme_string_ignores_stress():
