@@ -108,7 +108,12 @@ QUIET_SPAN_S = 0.2
 """Seconds over which the energy is averaged when looking for the quietest moment."""
 
 DECODE_BATCH = 4
-"""Whisper inputs encoded and decoded together in one CTranslate2 call."""
+"""Whisper inputs decoded together in one CTranslate2 call."""
+
+ENCODE_BATCH = 1
+"""Whisper inputs encoded together in one CTranslate2 call. The encoder's self-attention holds
+6 heads x 1500 x 1500 float32 scores per input (54 MB, twice with its softmax), so a batch of 4
+peaked 230 MB higher than one input at a time, which encodes as fast on a CPU."""
 
 WHISPER_WORKERS = 2
 """Batches whisper works on side by side, one CPU thread each: a second intra-op thread made
@@ -207,9 +212,11 @@ class WhisperTranscriber:
         padded with silence to 30 s, as whisper was trained."""
         import ctranslate2
 
-        mels = np.stack([padded_log_mel(self.whisper.feature_extractor, piece) for piece in pieces])
-        states = self.whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, dtype=np.float32)), to_cpu=True)
-        return np.asarray(states, dtype=np.float32)
+        mels = np.stack([padded_log_mel(self.whisper.feature_extractor, piece) for piece in pieces]).astype(np.float32)
+        states = [np.asarray(self.whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels[first : first + ENCODE_BATCH])),
+                                                       to_cpu=True), dtype=np.float32)
+                  for first in range(0, len(mels), ENCODE_BATCH)]  # fmt: skip
+        return np.concatenate(states) if states else np.zeros((0, 1500, 384), np.float32)
 
     def decode(self, states: np.ndarray, lengths: Sequence[int]) -> list[list[TimedWord]]:
         """Encoder states (B, 1500, 384) of pieces of `lengths` samples -> each piece's words,
@@ -233,11 +240,12 @@ class WhisperTranscriber:
         words: list[list[TimedWord]] = [[] for _ in states]
         if not spoken:
             return words
-        aligned = self.whisper.find_alignment(
-            self.tokenizer, [texts[i] for i in spoken],
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(states[spoken], dtype=np.float32)),
-            [max(1, lengths[i] // 160) for i in spoken],
-        )  # fmt: skip
+        # One piece per alignment call: CTranslate2 aligns a batch of 4 slower than 4 single pieces,
+        # and holds 140 MB more while it does.
+        aligned = [self.whisper.find_alignment(
+            self.tokenizer, [texts[i]], ctranslate2.StorageView.from_array(np.ascontiguousarray(states[i : i + 1], dtype=np.float32)),
+            [max(1, lengths[i] // 160)],
+        )[0] for i in spoken]  # fmt: skip
         for index, timings in zip(spoken, aligned):
             duration = lengths[index] / SAMPLE_RATE
             for timing in timings:
