@@ -122,6 +122,13 @@ def variant_features(variant: Variant, normalised: bool) -> tuple[str, ...]:
     return variant.region_features + (query_columns if normalised else ())
 
 
+def searched_transcripts(row: QueryRegions) -> bool:
+    """True when the engine searched the transcripts for this query, so the fusion scores it: every
+    text query, and a spoken query only when whisper heard the clip's words clearly (otherwise
+    the engine keeps the acoustic path and its calibrated score)."""
+    return row.evidence.fused and row.evidence.context.n_phonemes > 0
+
+
 def _subset(row: QueryRegions, keeps: Callable[[Evidence], bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kept region indexes, their feature rows, their labels) of one query. The query columns
     are recomputed over the kept regions only (a channel sees only its own)."""
@@ -137,7 +144,7 @@ def fit_fusion(rows: Sequence[QueryRegions], kind: str, features: tuple[str, ...
     its bias shifted so that 0.5 is the pooled development MTWV point."""
     from sklearn.linear_model import LogisticRegression
 
-    chosen = [row for row in rows if QUERY_KIND[row.query.kind] == kind]
+    chosen = [row for row in rows if QUERY_KIND[row.query.kind] == kind and searched_transcripts(row)]
     parts = [_subset(row, keeps) for row in chosen]
     columns = [FEATURES.index(f) for f in features]
     x = np.concatenate([m[:, columns] for _, m, _ in parts]) if parts else np.zeros((0, len(columns)))
@@ -223,7 +230,7 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
             for kind in ("text", "audio"):
                 for fold in range(folds):
                     train = [r for r in rows if fold_of[id(r)] != fold]
-                    test = [r for r in rows if fold_of[id(r)] == fold and QUERY_KIND[r.query.kind] == kind]
+                    test = [r for r in rows if fold_of[id(r)] == fold and QUERY_KIND[r.query.kind] == kind and searched_transcripts(r)]
                     if not test:
                         continue
                     try:
@@ -242,11 +249,14 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
             references = _references(chosen, acoustic)
             for name, alignments in references.items():
                 result.rows.append(_summarise(name, None, corpus, group, chosen, alignments))
+            engine = dict(zip(map(id, chosen), references["engine (acoustic, before)"]))
             for (name, normalised), out in scored.items():
-                kept = [r for r in chosen if id(r) in out]
-                if not kept:
+                # queries the engine does not fuse (unclear clips) keep the acoustic engine's hits
+                kept = [r for r in chosen if id(r) in out or not searched_transcripts(r)]
+                if not any(id(r) in out for r in kept):
                     continue
-                alignments = [align_term(r.query.text, _detections(r.evidence, *out[id(r)]), r.truth) for r in kept]
+                alignments = [align_term(r.query.text, _detections(r.evidence, *out[id(r)]), r.truth) if id(r) in out
+                              else engine[id(r)] for r in kept]  # fmt: skip
                 result.rows.append(_summarise(name, normalised, corpus, group, kept, alignments))
     return result
 
@@ -292,10 +302,9 @@ def rare_word(zipf_below: float = 3.0) -> Callable[[str], bool] | None:
     return lambda word: zipf_frequency(word, "en") < zipf_below
 
 
-def fit_engine_fusions(rows: Sequence[QueryRegions], data: str, kinds: Sequence[str] = ("text",)) -> dict[str, Fusion]:
-    """The shipped fusions: every feature column, fitted on all development queries, per query
-    kind. Text only by default: for spoken queries the fusion did not beat the acoustic path's
-    MAP or ATWV on the development archives, so the engine keeps that path for them."""
+def fit_engine_fusions(rows: Sequence[QueryRegions], data: str, kinds: Sequence[str] = ("text", "audio")) -> dict[str, Fusion]:
+    """The shipped fusions: every feature column, fitted on all development queries the engine
+    fuses, per query kind (spoken queries: those whose clip whisper heard clearly)."""
     fusions = {}
     for kind in kinds:
         try:

@@ -141,11 +141,10 @@ class Searcher:
 
     def gather_audio(self, query: str | Path | np.ndarray, top: int = 10, fuse_transcript: bool | None = None) -> QueryEvidence:
         """A spoken query's candidate regions: acoustic ones and, with `fuse_transcript`, the
-        transcript channels searched with the clip's own words when whisper hears them clearly.
+        transcript channels searched with the clip's own words when whisper hears them clearly
+        (then the fusion scores them; otherwise the clip keeps the acoustic path alone).
 
-        fuse_transcript None: only when the bundle has a fusion fitted for spoken queries (the
-        shipped models have none: on development archives it did not beat the acoustic path,
-        docs/results.md)."""
+        fuse_transcript None: when the bundle has a fusion fitted for spoken queries."""
         _check_top(top)
         label, clip = _query_clip(query)
         vector = np.asarray(self.models.audio.embed_clips([clip]), dtype=np.float32)
@@ -163,7 +162,9 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_audio(audio, clip)
 
-        return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top, fuse_transcript)
+        # a clip whisper did not hear clearly keeps the acoustic path and its calibrated score
+        use_transcripts = bool(fuse_transcript and words)
+        return self._gather(label, "audio", vector, words, phonemes, rerank if reranker is not None else None, top, use_transcripts)
 
     def hits(self, evidence: QueryEvidence, top: int = 10, threshold: float | None = None, scores: np.ndarray | None = None) -> list[Hit]:
         """Score the regions (or take `scores`, (N,) in [0, 1], e.g. an evaluation's candidate

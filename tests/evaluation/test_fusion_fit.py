@@ -66,6 +66,36 @@ def test_the_ablation_scores_every_variant_and_both_references():
     assert "| fused | yes | dev | text |" in result.table()
 
 
+def spoken_rows(rows: list[QueryRegions], heard: bool) -> list[QueryRegions]:
+    """The rows as spoken queries; a clip whisper did not hear clearly has no words (0 phonemes)."""
+    from dataclasses import replace
+
+    out = []
+    for row in rows:
+        context = row.evidence.context if heard else replace(row.evidence.context, n_phonemes=0)
+        evidence = replace(row.evidence, kind="audio", context=context)
+        out.append(replace(row, query=replace(row.query, kind="spoken"), evidence=evidence, acoustic=evidence))
+    return out
+
+
+def test_spoken_queries_without_clear_words_keep_the_acoustic_engine():
+    from archive_search.errors import EvaluationError
+
+    text = make_rows(40)
+    unheard = spoken_rows(make_rows(40, seed=1), heard=False)
+    with pytest.raises(EvaluationError):
+        fit_fusion(text + unheard, "audio", FEATURES)  # the engine fuses none of them
+    result = ablation(text + unheard, query_groups(), ScoreOfSimilarity())
+    spoken = {(r.system, r.normalised): r for r in result.rows if r.group == "spoken"}
+    engine = spoken[("engine (acoustic, before)", None)]
+    assert ("fused", True) not in spoken  # nothing was fused, so no fused row
+    heard = spoken_rows(make_rows(40, seed=1), heard=True)
+    mixed = {(r.system, r.normalised): r for r in ablation(text + heard[:20] + unheard[20:], query_groups(), ScoreOfSimilarity()).rows
+             if r.group == "spoken"}  # fmt: skip
+    # every spoken query is scored: the unheard half by the acoustic engine, the heard half by the fusion
+    assert mixed[("fused", True)].n == engine.n == 40
+
+
 def test_variant_features_add_the_query_columns_only_when_normalised():
     fused = VARIANTS[-1]
     assert "rerank_share" not in variant_features(fused, False)

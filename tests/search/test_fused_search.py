@@ -96,6 +96,31 @@ def test_query_by_example_searches_the_clips_words_too(built):
     assert found(hits[:1], places(truth, word)) and word in hits[0].text.split()
 
 
+def test_a_clip_whisper_hears_unclearly_keeps_the_acoustic_path(built):
+    from dataclasses import replace
+
+    import soundfile as sf
+
+    from archive_search.search.engine import QBE_MIN_WORD_PROBABILITY
+
+    class Unsure(FakeTranscriber):
+        def transcribe(self, samples):
+            return [replace(w, probability=QBE_MIN_WORD_PROBABILITY / 2) for w in super().transcribe(samples)]
+
+    root, truth, bundle = built
+    path = sorted(truth)[1]
+    word, start, end = truth[path][0]
+    samples, rate = sf.read(path, dtype="float32")
+    clip = samples[int(start * rate) - 1600 : int(end * rate) + 1600]
+    unsure_transcriber = Unsure(HEARD)
+    unsure = Archive.open(root / "index", replace(bundle, transcriber_factory=lambda: unsure_transcriber, _transcriber=None)).searcher()
+    evidence = unsure.gather_audio(clip, top=10, fuse_transcript=True)
+    assert unsure_transcriber.calls == 1
+    assert not evidence.fused and all(r.exact is None and r.phonetic is None for r in evidence.regions)
+    plain = Archive.open(root / "index", bundle).searcher().gather_audio(clip, top=10)
+    assert unsure.hits(evidence, top=5) == Archive.open(root / "index", bundle).searcher().hits(plain, top=5)
+
+
 def test_a_searcher_sees_transcripts_written_after_it_opened(tmp_path):
     write_episodes(tmp_path / "audio", count=2)
     bundle = fake_bundle(lexicon(), transcriber=FakeTranscriber())
