@@ -251,8 +251,10 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
                 result.rows.append(_summarise(name, None, corpus, group, chosen, alignments))
             engine = dict(zip(map(id, chosen), references["engine (acoustic, before)"]))
             for (name, normalised), out in scored.items():
-                # queries the engine does not fuse (unclear clips) keep the acoustic engine's hits
-                kept = [r for r in chosen if id(r) in out or not searched_transcripts(r)]
+                # Queries the engine does not fuse (unclear clips) keep the acoustic engine's hits,
+                # unless a fold's fit failed (too few regions): then the row is the scored queries only.
+                complete = all(id(r) in out for r in chosen if searched_transcripts(r))
+                kept = [r for r in chosen if id(r) in out or (complete and not searched_transcripts(r))]
                 if not any(id(r) in out for r in kept):
                     continue
                 alignments = [align_term(r.query.text, _detections(r.evidence, *out[id(r)]), r.truth) if id(r) in out
