@@ -54,12 +54,13 @@ class Archive:
     """
 
     def __init__(self, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS,
-                 db: str | None = None):  # fmt: skip
+                 db: str | None = None, verify_regions: int = 0):  # fmt: skip
         self.path = Path(path)
         self.db = db
         self._models = models
         self._given_models = models is not None
         self.rerank_regions = rerank_regions
+        self.verify_regions = verify_regions
         self._store: Store | None = None
         self._searcher: Searcher | None = None
         self._files: tuple[tuple[int, int], dict[str, IndexedFile]] | None = None
@@ -67,7 +68,7 @@ class Archive:
 
     @classmethod
     def open(cls, path: str | Path, models: ModelBundle | None = None, rerank_regions: int = RERANK_REGIONS,
-             db: str | None = None) -> "Archive":  # fmt: skip
+             db: str | None = None, verify_regions: int = 0) -> "Archive":  # fmt: skip
         """An archive at `path`; `models` defaults to the shipped ones (`load_models()`).
 
         rerank_regions: how many candidate regions the reranker scores per query (latency knob).
@@ -75,8 +76,10 @@ class Archive:
         an index whose catalogue lives outside the folder; None: the folder's own SQLite file, or
         the database its first `add` with a URL recorded (storage/store.py: catalogue.json, no
         password). CatalogueError if the database cannot be used.
+        verify_regions: text queries' best regions that whisper verifies by forced decoding
+        (opt-in; about half a second of CPU each; `search.engine.Searcher`).
         """
-        return cls(path, models, rerank_regions, db)
+        return cls(path, models, rerank_regions, db, verify_regions)
 
     @property
     def exists(self) -> bool:
@@ -133,7 +136,8 @@ class Archive:
     def searcher(self, channels: Sequence[str] = CHANNELS) -> Searcher:
         """A Searcher over this archive with only some candidate channels (`search.engine.CHANNELS`):
         for ablations, or to search the transcript or the acoustic index alone."""
-        return Searcher(self._get_store(), self.models, rerank_regions=self.rerank_regions, channels=channels)
+        return Searcher(self._get_store(), self.models, rerank_regions=self.rerank_regions, channels=channels,
+                        verify_regions=self.verify_regions)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare rows with vectors; `repair` takes the write lock, upgrades an older catalogue
@@ -217,7 +221,7 @@ class Archive:
     def _get_searcher(self) -> Searcher:
         if self._searcher is None:
             store = self._get_store()  # IndexNotFoundError before any model is loaded
-            self._searcher = Searcher(store, self.models, rerank_regions=self.rerank_regions)
+            self._searcher = Searcher(store, self.models, rerank_regions=self.rerank_regions, verify_regions=self.verify_regions)
         return self._searcher
 
     def _reset(self) -> None:

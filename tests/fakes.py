@@ -177,6 +177,16 @@ class FakeTranscriber:
                 words += [TimedWord(t, round(start + i * step, 3), round(start + (i + 1) * step, 3), 0.9) for i, t in enumerate(tokens)]
         return words
 
+    def query_likelihood(self, clips, text: str) -> np.ndarray:
+        """The engine whisper's verifier columns, faked: log-probability 0 when every word of
+        `text` is heard in the clip, -10 when not (so forced minus free is the same)."""
+        wanted = text.split()
+        out = np.zeros((len(clips), 4))
+        for index, clip in enumerate(clips):
+            heard = {w.token for w in self.transcribe(clip)}
+            out[index] = 0.0 if all(w in heard for w in wanted) else -10.0
+        return out
+
 
 def samples_to_states(samples: np.ndarray) -> np.ndarray:
     """Stand-in whisper encoder states that carry the audio: (S,) with S <= 30 s -> (1500, 384),

@@ -111,6 +111,8 @@ def main() -> None:
               help="Where peers keep work between runs, e.g. whisper transcripts (default: OUT/cache).")  # fmt: skip
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="The engine's decision threshold for ATWV.")
 @click.option("--top", default=50, show_default=True, type=click.IntRange(min=1), help="Hits asked for per query.")
+@click.option("--verify", "verify_regions", default=0, show_default=True, type=click.IntRange(min=0),
+              help="The engine verifies each text query's best N regions by whisper forced decoding (archive-search --verify).")  # fmt: skip
 @click.option("--words", "n_words", default=40, show_default=True, help="Single-word queries to draw.")
 @click.option("--phrases", "n_phrases", default=20, show_default=True, help="2-3 word phrase queries to draw.")
 @click.option("--absent", "n_absent", default=20, show_default=True, help="Absent-term queries to draw.")
@@ -120,7 +122,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
 @domain_errors
 def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_dir, peers, no_engine, cache_dir, threshold, top,
-           n_words, n_phrases, n_absent, n_spoken, seed, title, as_json) -> None:  # fmt: skip
+           verify_regions, n_words, n_phrases, n_absent, n_spoken, seed, title, as_json) -> None:  # fmt: skip
     """Index the manifest's audio, run every query on the engine and the peers, write a report."""
     from archive_search.evaluation import harness, peers as peer_systems
     from archive_search.evaluation.report import write_search_report
@@ -135,7 +137,8 @@ def search(manifest, root, vocab, oov, models_dir, factory, out, queries, index_
     harness.write_queries(out / "queries.jsonl", query_list)
     engine = None
     if not no_engine:
-        engine = harness.EngineSystem(index_dir or out / "index", load_bundle(models_dir, factory), threshold=threshold)
+        engine = harness.EngineSystem(index_dir or out / "index", load_bundle(models_dir, factory), threshold=threshold,
+                                      verify_regions=verify_regions)  # fmt: skip
     systems = ([engine] if engine else []) + peer_systems.build_peers(
         [p.strip() for p in peers.split(",") if p.strip()], engine, cache_dir=cache_dir or out / "cache")
     evaluation = harness.evaluate(corpus, query_list, systems, top=top)
@@ -183,16 +186,19 @@ def calibrate(manifest, root, vocab, oov, models_dir, factory, out, write_to, n_
               help="Fusion file to add this scorer's entry to (default: OUT/fusion.json).")  # fmt: skip
 @query_draw_options(60, 20, 20, 30, per=" per archive")
 @click.option("--reuse-regions", is_flag=True, help="Refit from OUT/regions.pickle (the labelled regions of an earlier run) instead of searching again.")
+@click.option("--verify", "verify_count", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also verify each text query's best N regions by whisper forced decoding (about 0.5 s each), and fit "
+                   "the fusion for verified regions (`archive-search --verify`). Kept in OUT/regions.pickle.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
 def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_absent, n_spoken, top, seed, reuse_regions,
-           as_json) -> None:  # fmt: skip
+           verify_count, as_json) -> None:  # fmt: skip
     """Channel ablation (cross-validated by query) and the engine's fusion, fitted on DEVELOPMENT archives."""
     import pickle
 
     from archive_search.api import Archive
     from archive_search.evaluation import harness
-    from archive_search.evaluation.fusion import ablation, collect, fit_engine_fusions, query_groups, rare_word
+    from archive_search.evaluation.fusion import ablation, collect, fit_engine_fusions, query_groups, rare_word, verify_regions
     from archive_search.search.calibration import scorer_name
     from archive_search.search.fusion import save_fusions
 
@@ -218,6 +224,9 @@ def fusion(manifests, models_dir, factory, out, write_to, n_words, n_phrases, n_
         rows += collect(archive.searcher(), acoustic, corpus, queries, name, top=top)
     if not reuse_regions:
         regions_file.write_bytes(pickle.dumps(rows))
+    for first in range(0, len(rows) if verify_count else 0, 50):  # slow: saved as it goes, so a re-run resumes
+        if verify_regions(rows[first : first + 50], acoustic, verify_count):
+            regions_file.write_bytes(pickle.dumps(rows))  # the verifier's columns join the cache
     result = ablation(rows, query_groups(rare_word()), acoustic)
     reranker = models.reranker
     scorer = scorer_name(models.name, reranker.name if reranker else None)

@@ -63,9 +63,13 @@ def main() -> None:
                    "words spoken by three TTS voices, espeak-ng and flite, and reranked as a spoken query with the "
                    "whisper-frame ParallelKWS mixed in: ~1-2 s, best).")  # fmt: skip
 @click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")
+@click.option("--verify", "verify_regions", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Have whisper check a text query's best N places by forced decoding (about 0.5 s of CPU each; "
+                   "an index with transcripts and the default text scoring).")  # fmt: skip
 @domain_errors
 def search(query: str | None, audio: str | None, index_dir: Path | None, db: str | None, top: int,
-           threshold: float | None, as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool) -> None:
+           threshold: float | None, as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool,
+           verify_regions: int) -> None:
     """Search the index for QUERY (a word or short phrase), or for the word spoken in --audio CLIP."""
     if query is not None and audio is not None:
         raise QueryError("give either a text query or --audio, not both")
@@ -77,7 +81,7 @@ def search(query: str | None, audio: str | None, index_dir: Path | None, db: str
     if text_scoring is not None and audio is not None:
         raise QueryError("--text-scoring and --tts choose how text queries are scored; an --audio query is already spoken")
     models = load_models(text_scoring=text_scoring) if text_scoring else None  # None: the shipped defaults
-    archive = Archive.open(resolve_index(index_dir), models=models, db=db)
+    archive = Archive.open(resolve_index(index_dir), models=models, db=db, verify_regions=verify_regions)
     if audio is not None:
         hits = archive.search_audio(audio, top=top, threshold=threshold)
     else:

@@ -256,6 +256,29 @@ class WhisperTranscriber:
                                  for token in normalise_text(timing["word"])]  # fmt: skip
         return words
 
+    def query_likelihood(self, clips: Sequence[np.ndarray], text: str) -> np.ndarray:
+        """Whisper's own evidence that each clip ((S_i,) float32, 16 kHz, <= 30 s) says `text`:
+        (N, 4) float64 columns, the mean, minimum and first log-probability of the text's tokens
+        when the decoder is forced to say them (CTranslate2 `align`), and that mean minus the mean
+        of its free greedy decoding's (how much less likely the text is than what it hears)."""
+        import ctranslate2
+
+        out = np.zeros((len(clips), 4), dtype=np.float64)
+        tokens = self.tokenizer.encode(" " + text.strip())
+        if not clips or not tokens:
+            return out
+        states = self.encode(clips)
+        free = self.whisper.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(states)), [self._prompt] * len(clips), beam_size=1,
+            max_length=MAX_TOKENS, return_scores=True, suppress_blank=True, suppress_tokens=self._suppress,
+        )  # fmt: skip
+        for index, clip in enumerate(clips):
+            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[index : index + 1]))
+            forced = self.whisper.model.align(view, self._prompt, [tokens], [max(1, len(clip) // 160)])[0]
+            logp = np.log(np.clip(np.asarray(forced.text_token_probs, dtype=np.float64), 1e-9, 1.0))
+            out[index] = (logp.mean(), logp.min(), logp[0], logp.mean() - float(free[index].scores[0]))
+        return out
+
     def run(self, signals: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[TimedWord]]]:
         """One batch of <= 30 s signals -> (encoder states (B, 1500, 384), words of each)."""
         states = self.encode(signals)

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from archive_search.audio import load_segment
+from archive_search.embedders.g2p import pronounce
 from archive_search.errors import EvaluationError
 from archive_search.evaluation.harness import Corpus, Query
 from archive_search.evaluation.metrics import (
@@ -36,8 +37,8 @@ from archive_search.evaluation.metrics import (
     mean_average_precision,
     twv_curve,
 )
-from archive_search.search.engine import QueryEvidence, Searcher, hits_of
-from archive_search.search.fusion import FEATURES, QUERY_FEATURES, Evidence, Fusion, feature_matrix
+from archive_search.search.engine import VERIFIED_KIND, QueryEvidence, Searcher, hits_of
+from archive_search.search.fusion import ENGINE_FEATURES, FEATURES, QUERY_FEATURES, VERIFY_FEATURES, Evidence, Fusion, feature_matrix
 
 QUERY_KIND = {"text": "text", "spoken": "audio"}
 
@@ -129,23 +130,32 @@ def searched_transcripts(row: QueryRegions) -> bool:
     return row.evidence.fused and row.evidence.context.n_phonemes > 0
 
 
-def _subset(row: QueryRegions, keeps: Callable[[Evidence], bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _subset(row: QueryRegions, keeps: Callable[[Evidence], bool], whole: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kept region indexes, their feature rows, their labels) of one query. The query columns
-    are recomputed over the kept regions only (a channel sees only its own)."""
+    are recomputed over the kept regions only (a channel sees only its own), unless `whole`:
+    then they are the query's over all its regions, as the engine computes them for the
+    regions it verifies."""
     keep = np.array([i for i, r in enumerate(row.evidence.regions) if keeps(r)], dtype=int)
     regions = [row.evidence.regions[i] for i in keep]
-    matrix = feature_matrix(regions, row.evidence.context) if regions else np.zeros((0, len(FEATURES)))
+    if whole:
+        matrix = row.evidence.features()[keep] if len(keep) else np.zeros((0, len(FEATURES)))
+    else:
+        matrix = feature_matrix(regions, row.evidence.context) if regions else np.zeros((0, len(FEATURES)))
     return keep, matrix, row.labels[keep]
 
 
+def verified(region: Evidence) -> bool:
+    return region.forced is not None
+
+
 def fit_fusion(rows: Sequence[QueryRegions], kind: str, features: tuple[str, ...], keeps: Callable[[Evidence], bool] = lambda r: True,
-               data: str = "") -> Fusion:  # fmt: skip
+               data: str = "", whole: bool = False) -> Fusion:  # fmt: skip
     """Logistic regression of hit on `features` over the regions of `rows` of one query kind,
-    its bias shifted so that 0.5 is the pooled development MTWV point."""
+    its bias shifted so that 0.5 is the pooled development MTWV point (`whole`: see `_subset`)."""
     from sklearn.linear_model import LogisticRegression
 
     chosen = [row for row in rows if QUERY_KIND[row.query.kind] == kind and searched_transcripts(row)]
-    parts = [_subset(row, keeps) for row in chosen]
+    parts = [_subset(row, keeps, whole) for row in chosen]
     columns = [FEATURES.index(f) for f in features]
     x = np.concatenate([m[:, columns] for _, m, _ in parts]) if parts else np.zeros((0, len(columns)))
     y = np.concatenate([labels for _, _, labels in parts]) if parts else np.zeros(0, bool)
@@ -241,6 +251,8 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
                         keep, matrix, _ = _subset(row, variant.keeps)
                         out[id(row)] = (keep, fusion(matrix))
             scored[(variant.name, normalised)] = out
+    if any(verified(r) for row in rows for r in row.evidence.regions):
+        scored[(f"fused + whisper verifier (top {_verified_count(rows)})", True)] = _verified_scores(rows, fold_of, folds)
     for corpus in corpora:
         for group, member in groups.items():
             chosen = [r for r in rows if r.corpus == corpus and (member(r.query) or r.query.absent)]
@@ -261,6 +273,44 @@ def ablation(rows: Sequence[QueryRegions], groups: dict[str, Callable[[Query], b
                               else engine[id(r)] for r in kept]  # fmt: skip
                 result.rows.append(_summarise(name, normalised, corpus, group, kept, alignments))
     return result
+
+
+def _verified_count(rows: Sequence[QueryRegions]) -> int:
+    return max(sum(verified(r) for r in row.evidence.regions) for row in rows)
+
+
+def _verified_scores(rows: Sequence[QueryRegions], fold_of: dict[int, int], folds: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Text queries scored as the engine scores them with the verifier on: every region by the
+    fused (normalised) fusion, the verified ones by the verified fusion; both fitted on the
+    other folds."""
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for fold in range(folds):
+        train = [r for r in rows if fold_of[id(r)] != fold]
+        try:
+            base = fit_fusion(train, "text", ENGINE_FEATURES)
+            checked = fit_fusion(train, "text", ENGINE_FEATURES + VERIFY_FEATURES, verified, whole=True)
+        except EvaluationError:
+            continue
+        for row in rows:
+            if fold_of[id(row)] == fold and row.query.kind == "text" and searched_transcripts(row):
+                features = row.evidence.features()
+                scores = base(features)
+                done = [i for i, r in enumerate(row.evidence.regions) if verified(r)]
+                if done:
+                    scores[done] = checked(features[done])
+                out[id(row)] = (np.arange(len(row.evidence.regions)), scores)
+    return out
+
+
+def verify_regions(rows: Sequence[QueryRegions], searcher: Searcher, count: int) -> int:
+    """Whisper's forced decoding over the `count` best regions of every text query that has
+    none yet (`Searcher.verify`, the engine's own step); returns the queries verified."""
+    done = 0
+    for row in rows:
+        if row.query.kind == "text" and searched_transcripts(row) and not any(verified(r) for r in row.evidence.regions):
+            searcher.verify(row.evidence, " ".join(pronounce(row.query.text).words), count)
+            done += 1
+    return done
 
 
 def _references(rows: Sequence[QueryRegions], acoustic: Searcher) -> dict[str, list[TermAlignment]]:
@@ -305,12 +355,15 @@ def rare_word(zipf_below: float = 3.0) -> Callable[[str], bool] | None:
 
 
 def fit_engine_fusions(rows: Sequence[QueryRegions], data: str, kinds: Sequence[str] = ("text", "audio")) -> dict[str, Fusion]:
-    """The shipped fusions: every feature column, fitted on all development queries the engine
-    fuses, per query kind (spoken queries: those whose clip whisper heard clearly)."""
+    """The shipped fusions: every engine column, fitted on all development queries the engine
+    fuses, per query kind (spoken queries: those whose clip whisper heard clearly); and, when
+    the text queries' best regions were verified (`verify_regions`), the fusion for those."""
     fusions = {}
     for kind in kinds:
         try:
-            fusions[kind] = fit_fusion(rows, kind, FEATURES, data=data)
+            fusions[kind] = fit_fusion(rows, kind, ENGINE_FEATURES, data=data)
         except EvaluationError:
             continue
+    if "text" in kinds and any(verified(r) for row in rows for r in row.evidence.regions):
+        fusions[VERIFIED_KIND] = fit_fusion(rows, "text", ENGINE_FEATURES + VERIFY_FEATURES, verified, data, whole=True)
     return fusions

@@ -351,12 +351,12 @@ class EngineSystem:
     """The engine through its public API: `Archive.open(index, models)`, `.add`, `.search`."""
 
     def __init__(self, index_dir: str | Path, models=None, name: str = "engine", threshold: float | None = None, rerank: bool = True,
-                 channels: Sequence[str] | None = None):  # fmt: skip
+                 channels: Sequence[str] | None = None, verify_regions: int = 0):  # fmt: skip
         from archive_search.api import Archive
 
         if models is not None and not rerank:
             models = replace(models, reranker=None)
-        self.archive = Archive.open(index_dir, models=models)
+        self.archive = Archive.open(index_dir, models=models, verify_regions=verify_regions)
         self.name = name
         self.rerank = rerank
         self.threshold = engine_threshold() if threshold is None else threshold

@@ -38,6 +38,12 @@ CHANNELS = ("vectors", "exact", "phonetic")
 """Candidate sources, in the order they are merged: JMCL's nearest windows, exact transcript
 word matches, phonetic near matches in the transcript. A Searcher may run any subset (ablation)."""
 
+VERIFIED_KIND = "text-verified"
+"""The fusion that scores text-query regions the verifier checked (`verify_regions`)."""
+
+VERIFY_CONTEXT_S = 0.25
+"""Seconds of audio around a region that the verifier's whisper pass hears."""
+
 QBE_MIN_WORD_PROBABILITY = 0.5
 """A query clip whose transcript's mean word probability is below this is searched acoustically
 only: whisper is unsure of what was said, and wrong words would find wrong places."""
@@ -91,11 +97,16 @@ class Searcher:
     index keeps transcripts, else the calibrated acoustic score); one hit per place."""
 
     def __init__(self, store: Store, models: ModelBundle, candidates: int = CANDIDATE_WINDOWS, rerank_regions: int = RERANK_REGIONS,
-                 channels: Sequence[str] = CHANNELS):  # fmt: skip
+                 channels: Sequence[str] = CHANNELS, verify_regions: int = 0):  # fmt: skip
+        """verify_regions: text queries' best regions that whisper verifies by forced decoding
+        (opt-in: about half a second of CPU each) when the bundle has a verified fusion."""
         self.store = store
         self.models = models
         self.candidates = candidates
         self.rerank_regions = rerank_regions
+        if verify_regions < 0:
+            raise QueryError(f"verify_regions must be 0 or more, not {verify_regions}")
+        self.verify_regions = verify_regions
         unknown = set(channels) - set(CHANNELS)
         if unknown:
             raise QueryError(f"unknown search channels {sorted(unknown)}; known: {', '.join(CHANNELS)}")
@@ -127,9 +138,37 @@ class Searcher:
         def rerank(audio: list[np.ndarray]) -> np.ndarray:
             return reranker.score_text(audio, pronunciation.phonemes, pronunciation.text)
 
-        return self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
-                            rerank if reranker is not None else None, top,
-                            self.fuses("text") if fuse_transcript is None else fuse_transcript)  # fmt: skip
+        evidence = self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
+                                rerank if reranker is not None else None, top,
+                                self.fuses("text") if fuse_transcript is None else fuse_transcript)  # fmt: skip
+        if self.verify_regions and evidence.fused and self.verified_fusion() is not None:
+            self.verify(evidence, " ".join(pronunciation.words), self.verify_regions)
+        return evidence
+
+    def verify(self, evidence: QueryEvidence, text: str, count: int) -> None:
+        """Whisper's forced decoding of `text` over the `count` best regions (by the fusion), in
+        place: their `forced` columns (`fusion.VERIFY_FEATURES`). Regions whose audio cannot be read
+        stay unverified."""
+        transcriber = self.models.transcriber
+        if transcriber is None or not evidence.regions:
+            return
+        order = np.argsort(-fuse(evidence.features(), self.fusion("text")), kind="stable")[:count]
+        chosen, clips = [], []
+        for index in order.tolist():
+            region = evidence.regions[index]
+            try:
+                clip = load_segment(region.file, max(0.0, region.start - VERIFY_CONTEXT_S), region.end + VERIFY_CONTEXT_S)
+            except (AudioDecodeError, OSError):
+                continue
+            if len(clip):
+                chosen.append(region)
+                clips.append(clip)
+        for region, row in zip(chosen, transcriber.query_likelihood(clips, text) if clips else []):
+            region.forced = tuple(float(v) for v in row)
+
+    def verified_fusion(self) -> Fusion | None:
+        """The fusion for verified text-query regions, when this bundle's scorer has one."""
+        return self.models.fusions.get(self._scorer(), {}).get(VERIFIED_KIND)
 
     def fuses(self, kind: str) -> bool:
         """Whether queries of this kind fuse the transcript channels: when the bundle has a fusion
@@ -180,7 +219,12 @@ class Searcher:
         if not evidence.regions:
             return np.zeros(0)
         if evidence.fused:
-            return fuse(evidence.features(), self.fusion(evidence.kind))
+            features = evidence.features()
+            scores = fuse(features, self.fusion(evidence.kind))
+            verified = [i for i, region in enumerate(evidence.regions) if region.forced is not None]
+            if verified and self.verified_fusion() is not None:
+                scores[verified] = fuse(features[verified], self.verified_fusion())
+            return scores
         reranker = self.models.reranker
         # A reranker may declare how much its score counts against the retrieval similarity
         # (KWSReranker's weights are chosen on development archives, docs/experiments.md); default: all.

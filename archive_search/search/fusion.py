@@ -40,7 +40,17 @@ QUERY_FEATURES = (
     "in_vocabulary",  # 1 when every query word occurs somewhere in the archive's transcripts
     "query_phonemes",  # query length in phonemes / 10 (short queries are confused more often)
 )
-FEATURES = REGION_FEATURES + QUERY_FEATURES
+VERIFY_FEATURES = (
+    "forced_mean",  # whisper forced to say the query over the region: mean log-probability of its tokens
+    "forced_min",  # the least likely token's log-probability
+    "forced_first",  # the first token's
+    "forced_over_free",  # forced_mean minus the mean of whisper's own (greedy) decoding of the region
+)
+"""Columns of the opt-in verifier (`Searcher(verify_regions=N)`): 0 for regions it did not
+verify; only the "text-verified" fusion reads them."""
+FEATURES = REGION_FEATURES + QUERY_FEATURES + VERIFY_FEATURES
+ENGINE_FEATURES = REGION_FEATURES + QUERY_FEATURES
+"""What every region has: the columns of the engine's fusions."""
 
 
 @dataclass
@@ -54,6 +64,8 @@ class Evidence:
     exact: TranscriptMatch | None = None
     phonetic: TranscriptMatch | None = None
     rerank: float | None = None
+    forced: tuple[float, ...] | None = None
+    """The verifier's `VERIFY_FEATURES` (None: not verified)."""
     sources: set[str] = field(default_factory=set)
 
     def add_match(self, match: TranscriptMatch) -> None:
@@ -102,6 +114,9 @@ def feature_matrix(evidence: Sequence[Evidence], context: QueryContext) -> np.nd
     rows[:, 8] = math.log1p(context.exact_count)
     rows[:, 9] = 1.0 if context.in_vocabulary else 0.0
     rows[:, 10] = context.n_phonemes / 10.0
+    for i, item in enumerate(evidence):
+        if item.forced is not None:
+            rows[i, len(ENGINE_FEATURES) :] = item.forced
     return rows
 
 

@@ -121,3 +121,16 @@ def test_streaming_with_a_piece_transcriber_keeps_absolute_times():
     result = streaming.finish()
     assert tokens(result) == words
     assert [w.start for w in result] == pytest.approx([t[1] for t in truth], abs=0.011)
+
+
+def test_whisper_finds_the_spoken_words_likelier_than_others():
+    from archive_search.embedders.speech_synthesis import speak
+    from archive_search.embedders.transcriber import WhisperTranscriber
+
+    clip = speak("the volcano", "en-us", 150)
+    transcriber = WhisperTranscriber(threads=1, workers=1)
+    said, other = transcriber.query_likelihood([clip, clip], "volcano"), transcriber.query_likelihood([clip], "umbrella")
+    assert said.shape == (2, 4) and np.allclose(said[0], said[1])  # each clip is verified on its own
+    assert said[0, 0] > other[0, 0] + 2  # mean log-probability of the forced tokens
+    assert said[0, 3] > other[0, 3]
+    assert transcriber.query_likelihood([], "volcano").shape == (0, 4)

@@ -102,3 +102,23 @@ def test_variant_features_add_the_query_columns_only_when_normalised():
     assert {"rerank_share", "exact_count", "in_vocabulary"} <= set(variant_features(fused, True))
     exact = VARIANTS[0]
     assert "rerank_share" not in variant_features(exact, True)  # an exact-only channel has no rerank
+
+
+def test_verified_regions_get_their_own_fusion_and_ablation_row():
+    from archive_search.evaluation.fusion import fit_engine_fusions
+    from archive_search.search.engine import VERIFIED_KIND
+
+    rows = make_rows(60)
+    for row in rows:  # the verifier checked the true place and the best false one; whisper hears only the true
+        row.evidence.regions[0].forced = (0.0, 0.0, 0.0, 0.0)
+        row.evidence.regions[1].forced = (-9.0, -12.0, -12.0, -8.0)
+    fusions = fit_engine_fusions(rows, "hand-made")
+    assert set(fusions) == {"text", VERIFIED_KIND}
+    assert "forced_mean" not in fusions["text"].features
+    checked = fusions[VERIFIED_KIND]
+    assert checked.weights[checked.features.index("forced_mean")] > 0
+    scores = [checked(row.evidence.features()[:2]) for row in rows]
+    assert all(s[0] >= 0.5 > s[1] for s in scores)
+    result = ablation(rows, query_groups(), ScoreOfSimilarity())
+    row = next(r for r in result.rows if r.system.startswith("fused + whisper verifier") and r.group == "text")
+    assert row.system == "fused + whisper verifier (top 2)" and row.n == 60 and row.map == pytest.approx(1.0)

@@ -144,3 +144,34 @@ def test_a_calibrated_scorer_fuses_only_with_a_fitted_fusion(built):
     fitted = replace(calibrated, fusions={scorer: {"text": PRIOR_FUSION}})
     assert searcher(root, fitted, ("vectors", "exact", "phonetic")).gather("river").fused
     assert searcher(root, calibrated, ("vectors", "exact", "phonetic")).gather("river", fuse_transcript=True).fused
+
+
+def test_the_verifier_rescores_the_best_regions_by_what_whisper_hears_there(built):
+    from dataclasses import replace
+
+    from archive_search.search.calibration import Calibration, ScoreCalibration, scorer_name
+    from archive_search.search.engine import VERIFIED_KIND
+    from archive_search.search.fusion import PRIOR_FUSION, Fusion
+
+    root, truth, bundle = built
+    scorer = scorer_name(bundle.name, bundle.reranker.name)
+    check = Fusion(("forced_mean",), (1.0,), 5.0)  # heard: sigmoid(5); not heard: sigmoid(-5)
+    fitted = replace(bundle, calibrations={scorer: Calibration(scorer, {"text": ScoreCalibration(0.5, 10.0)})},
+                     fusions={scorer: {"text": PRIOR_FUSION, VERIFIED_KIND: check}})  # fmt: skip
+    expected = places(truth, "market")
+    plain = Archive.open(root / "index", fitted).searcher()
+    assert all(r.forced is None for r in plain.gather("market").regions)
+    checked = Archive.open(root / "index", fitted, verify_regions=3).searcher()
+    evidence = checked.gather("market", top=10)
+    forced = [r for r in evidence.regions if r.forced is not None]
+    assert len(forced) == 3
+    scores = checked.score(evidence)
+    for index, region in enumerate(evidence.regions):
+        if region.forced is not None:
+            true_place = any(region.file == p and abs(region.start - s) <= 0.5 for p, s in expected)
+            assert scores[index] == pytest.approx(0.9933, abs=1e-3) if true_place else scores[index] < 0.01
+    hits = checked.search("market", top=len(expected), threshold=0.5)
+    assert found(hits, expected) and all(h.score > 0.99 for h in hits)
+    # without a verified fusion the option does nothing
+    unfitted = replace(fitted, fusions={scorer: {"text": PRIOR_FUSION}})
+    assert all(r.forced is None for r in Archive.open(root / "index", unfitted, verify_regions=3).searcher().gather("market").regions)
