@@ -65,7 +65,7 @@ def main() -> None:
 @click.option("--tts", is_flag=True, help="Short for --text-scoring tts.")
 @click.option("--verify", "verify_regions", default=0, show_default=True, type=click.IntRange(min=0),
               help="Have whisper check a text query's best N places by forced decoding (about 0.5 s of CPU each; "
-                   "an index with transcripts and the default text scoring).")  # fmt: skip
+                   "needs an index with transcripts and the default text scoring).")  # fmt: skip
 @domain_errors
 def search(query: str | None, audio: str | None, index_dir: Path | None, db: str | None, top: int,
            threshold: float | None, as_json: bool, clips: Path | None, text_scoring: str | None, tts: bool,

@@ -141,7 +141,12 @@ class Searcher:
         evidence = self._gather(text, "text", vector, pronunciation.words, pronunciation.phonemes,
                                 rerank if reranker is not None else None, top,
                                 self.fuses("text") if fuse_transcript is None else fuse_transcript)  # fmt: skip
-        if self.verify_regions and evidence.fused and self.verified_fusion() is not None:
+        if self.verify_regions:
+            if self.verified_fusion() is None:
+                raise QueryError(f"verification needs a fusion fitted for verified regions, and scorer {self._scorer()!r} has none: "
+                                 "use the default text scoring")  # fmt: skip
+            if not evidence.fused:
+                raise QueryError("verification works on an index with transcripts; this one has none (re-index without --no-transcript)")
             self.verify(evidence, " ".join(pronunciation.words), self.verify_regions)
         return evidence
 

@@ -172,6 +172,12 @@ def test_the_verifier_rescores_the_best_regions_by_what_whisper_hears_there(buil
             assert scores[index] == pytest.approx(0.9933, abs=1e-3) if true_place else scores[index] < 0.01
     hits = checked.search("market", top=len(expected), threshold=0.5)
     assert found(hits, expected) and all(h.score > 0.99 for h in hits)
-    # without a verified fusion the option does nothing
+    # a scorer without a verified fusion, or an index without transcripts, cannot verify: a clear error
+    from archive_search.errors import QueryError
+
     unfitted = replace(fitted, fusions={scorer: {"text": PRIOR_FUSION}})
-    assert all(r.forced is None for r in Archive.open(root / "index", unfitted, verify_regions=3).searcher().gather("market").regions)
+    with pytest.raises(QueryError, match="fusion fitted for verified regions"):
+        Archive.open(root / "index", unfitted, verify_regions=3).search("market")
+    with pytest.raises(QueryError, match="index with transcripts"):
+        Searcher(Archive.open(root / "index", fitted)._get_store(), fitted, channels=("vectors",), verify_regions=3).gather(
+            "market", fuse_transcript=False)
