@@ -267,16 +267,17 @@ class WhisperTranscriber:
         tokens = self.tokenizer.encode(" " + text.strip())
         if not clips or not tokens:
             return out
-        states = self.encode(clips)
-        free = self.whisper.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(states)), [self._prompt] * len(clips), beam_size=1,
-            max_length=MAX_TOKENS, return_scores=True, suppress_blank=True, suppress_tokens=self._suppress,
-        )  # fmt: skip
-        for index, clip in enumerate(clips):
-            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[index : index + 1]))
+        def check(clip: np.ndarray) -> tuple[float, float, float, float]:
+            # one clip on one worker thread: the clips of a query are checked side by side
+            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(self.encode([clip])))
+            free = self.whisper.model.generate(view, [self._prompt], beam_size=1, max_length=MAX_TOKENS, return_scores=True,
+                                               suppress_blank=True, suppress_tokens=self._suppress)[0]  # fmt: skip
             forced = self.whisper.model.align(view, self._prompt, [tokens], [max(1, len(clip) // 160)])[0]
             logp = np.log(np.clip(np.asarray(forced.text_token_probs, dtype=np.float64), 1e-9, 1.0))
-            out[index] = (logp.mean(), logp.min(), logp[0], logp.mean() - float(free[index].scores[0]))
+            return logp.mean(), logp.min(), logp[0], logp.mean() - float(free.scores[0])
+
+        for index, row in enumerate(self._workers().map(check, clips)):
+            out[index] = row
         return out
 
     def run(self, signals: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[TimedWord]]]:
@@ -289,17 +290,21 @@ class WhisperTranscriber:
         in order. DECODE_BATCH items make a batch, and WHISPER_WORKERS batches run at once on
         worker threads while the caller works on the one before (items are drawn lazily, so a
         stream's audio is read only as fast as it is transcribed)."""
-        if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no pool threads
-            self._pool, self._pool_pid = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper"), os.getpid()
+        pool = self._workers()
         running: deque = deque()
         for batch in _batched(items, DECODE_BATCH):
-            running.append((batch, self._pool.submit(self.run, [signal(item) for item in batch])))
+            running.append((batch, pool.submit(self.run, [signal(item) for item in batch])))
             if len(running) >= self.workers:
                 done, future = running.popleft()
                 yield (done, *future.result())
         while running:
             done, future = running.popleft()
             yield (done, *future.result())
+
+    def _workers(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no pool threads
+            self._pool, self._pool_pid = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper"), os.getpid()
+        return self._pool
 
     def transcribe_pieces(self, pieces: Sequence[Piece]) -> list[list[TimedWord]]:
         """Pieces -> their words, times relative to each piece's start."""
