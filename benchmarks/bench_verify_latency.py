@@ -14,24 +14,14 @@ import argparse
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from archive_search.api import Archive
 from archive_search.embedders.registry import load_models
-
-
-def timed(archive: Archive, queries: list[str]) -> list[float]:
-    searcher = archive.searcher()
-    searcher.search(queries[0], top=10)  # warm-up: models, transcripts
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        searcher.search(query, top=10)
-        times.append(1000 * (time.perf_counter() - started))
-    return sorted(times)
+from archive_search.search.engine import CHANNELS
+from bench_fused_queries import time_queries  # benchmarks/ is on the path when a benchmark runs
 
 
 def main() -> None:
@@ -47,8 +37,8 @@ def main() -> None:
     plain = Archive.open(args.index, models)
     vocabulary = sorted({t for w in plain._get_store().transcript_words() for t in w.tokens if len(t) >= 4})
     queries = random.Random(args.seed).sample(vocabulary, min(args.queries, len(vocabulary)))
-    default = timed(plain, queries)
-    verified = timed(Archive.open(args.index, models, verify_regions=args.verify), queries)
+    default = sorted(time_queries(plain, queries, CHANNELS))
+    verified = sorted(time_queries(Archive.open(args.index, models, verify_regions=args.verify), queries, CHANNELS))
 
     def summary(times):
         return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1)}
