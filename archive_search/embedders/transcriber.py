@@ -112,8 +112,8 @@ DECODE_BATCH = 4
 
 ENCODE_BATCH = 1
 """Whisper inputs encoded together in one CTranslate2 call. The encoder's self-attention holds
-6 heads x 1500 x 1500 float32 scores per input (54 MB, twice with its softmax), so a batch of 4
-peaked 230 MB higher than one input at a time, which encodes as fast on a CPU."""
+6 heads x 1500 x 1500 float32 scores per input (54 MB, twice with its softmax), so batches raise
+the peak memory of a 3-hour file (docs/performance.md) and encode no faster on a CPU."""
 
 WHISPER_WORKERS = 2
 """Batches whisper works on side by side, one CPU thread each: a second intra-op thread made
@@ -240,8 +240,8 @@ class WhisperTranscriber:
         words: list[list[TimedWord]] = [[] for _ in states]
         if not spoken:
             return words
-        # One piece per alignment call: CTranslate2 aligns a batch of 4 slower than 4 single pieces,
-        # and holds 140 MB more while it does.
+        # One piece per alignment call: a batched alignment was no faster on a CPU and raised the
+        # peak memory (docs/performance.md).
         aligned = [self.whisper.find_alignment(
             self.tokenizer, [texts[i]], ctranslate2.StorageView.from_array(np.ascontiguousarray(states[i : i + 1], dtype=np.float32)),
             [max(1, lengths[i] // 160)],

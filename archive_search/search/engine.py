@@ -226,9 +226,9 @@ class Searcher:
         if evidence.fused:
             features = evidence.features()
             scores = fuse(features, self.fusion(evidence.kind))
-            verified = [i for i, region in enumerate(evidence.regions) if region.forced is not None]
-            if verified and self.verified_fusion() is not None:
-                scores[verified] = fuse(features[verified], self.verified_fusion())
+            verified, checked = [i for i, region in enumerate(evidence.regions) if region.forced is not None], self.verified_fusion()
+            if verified and checked is not None:
+                scores[verified] = fuse(features[verified], checked)
             return scores
         reranker = self.models.reranker
         # A reranker may declare how much its score counts against the retrieval similarity

@@ -8,9 +8,8 @@ figures.
     python scripts/evaluation/fusion_probes.py heard work/fusion/run3/regions.pickle
 
 * forced-decode: whisper forced decoding of the query over each of a text query's `--top`
-  regions (best by the shipped fusion): the region +-0.25 s, encoded alone (padded to 30 s),
-  decoded greedily, then the query's tokens force-aligned (CTranslate2 `align`, per-token
-  probabilities). One JSON line per region; re-running resumes.
+  regions (best by the shipped fusion): the region +-0.25 s through the engine's verifier
+  columns (`WhisperTranscriber.query_likelihood`). One JSON line per region; re-running resumes.
 * forced-ablation: the shipped fusion's columns with and without four forced-decoding columns
   (mean and minimum log-probability of the query tokens, mean minus the free decoding's,
   first token) on those regions only, and each column's AUC alone.
@@ -23,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pickle
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from archive_search.evaluation.metrics import Detection, align_term, mean_average_precision, twv_curve
-from archive_search.search.engine import hits_of
+from archive_search.evaluation.fusion import _detections
+from archive_search.evaluation.metrics import align_term, mean_average_precision, twv_curve
 from archive_search.search.fusion import FEATURES, Fusion, load_fusions
 
 REGION_PAD_S = 0.25
@@ -44,33 +42,25 @@ def shipped_fusion() -> Fusion:
 
 
 def forced_decode(rows: list, out: Path, top: int) -> None:
-    import ctranslate2
-
     from archive_search.audio import load_segment
-    from archive_search.embedders.transcriber import MAX_TOKENS, WhisperTranscriber
+    from archive_search.embedders.transcriber import WhisperTranscriber
 
     done = {(r["q"], r["r"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
-    whisper = WhisperTranscriber(threads=1, workers=1)
-    model, tokenizer, fusion = whisper.whisper.model, whisper.tokenizer, shipped_fusion()
+    whisper, fusion = WhisperTranscriber(threads=1, workers=1), shipped_fusion()
     with out.open("a") as sink:
         for q, row in enumerate(rows):
             if row.query.kind != "text":
                 continue
             scores = fusion(row.evidence.features())
-            query_tokens = tokenizer.encode(" " + row.query.text.strip())
             for r in np.argsort(-scores)[:top].tolist():
                 if (q, r) in done:
                     continue
                 region = row.evidence.regions[r]
                 clip = load_segment(region.file, max(0.0, region.start - REGION_PAD_S), region.end + REGION_PAD_S)
-                states = ctranslate2.StorageView.from_array(np.ascontiguousarray(whisper.encode([clip])))
-                free = model.generate(states, [whisper._prompt], beam_size=1, max_length=MAX_TOKENS, return_scores=True,
-                                      suppress_blank=True, suppress_tokens=whisper._suppress)[0]  # fmt: skip
-                forced = model.align(states, whisper._prompt, [query_tokens], [max(1, len(clip) // 160)])[0]
-                logp = np.log(np.clip(np.asarray(forced.text_token_probs, dtype=np.float64), 1e-9, 1.0))
+                mean, minimum, first, over_free = whisper.query_likelihood([clip], row.query.text)[0]
                 sink.write(json.dumps({"q": q, "r": r, "label": bool(row.labels[r]), "fused": float(scores[r]),
-                                       "forced_mean": float(logp.mean()), "forced_min": float(logp.min()),
-                                       "forced_first": float(logp[0]), "free": float(free.scores[0])}) + "\n")  # fmt: skip
+                                       "forced_mean": mean, "forced_min": minimum, "forced_first": first,
+                                       "free": mean - over_free}) + "\n")  # fmt: skip
                 sink.flush()
 
 
@@ -97,13 +87,7 @@ def cross_validated(rows: list, regions: dict[int, np.ndarray], columns: Callabl
 
 
 def alignments(rows: list, regions: dict[int, np.ndarray], scores: dict[int, np.ndarray], queries) -> list:
-    out = []
-    for q in queries:
-        row = rows[q]
-        kept = [row.evidence.regions[i] for i in regions[q]]
-        detections = [Detection(os.path.realpath(h.file), h.start, h.end, h.score) for h in hits_of(row.evidence.label, kept, scores[q], 50)]
-        out.append(align_term(row.query.text, detections, row.truth))
-    return out
+    return [align_term(rows[q].query.text, _detections(rows[q].evidence, regions[q], scores[q]), rows[q].truth) for q in queries]
 
 
 def report(name: str, rows: list, regions: dict[int, np.ndarray], scores: dict[int, np.ndarray]) -> None:
